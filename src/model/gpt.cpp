@@ -1,0 +1,264 @@
+// The GPT-2 forward/backward sequence against the Backend interface. The buffer layout follows
+// llm.c: per-layer activations are stored [L, B, T, ...] so layer l's slice starts at l*B*T*...;
+// the attention keeps only its log-sum-exp (flash-style), never a [T, T] matrix.
+#include "model/gpt.h"
+
+#include <cmath>
+
+#include "util/error.h"
+#include "util/rng.h"
+
+namespace slim {
+
+ActivationPlan plan_activations(const ModelConfig& c, int B, int T) {
+  const size_t BT = size_t(B) * T, C = c.n_embd, L = c.n_layer, NH = c.n_head,
+               F = c.ffn_hidden, Vp = c.padded_vocab_size;
+  ActivationPlan plan;
+  // encoded, ln1, qkv, atty, residual2, ln2, fch, fch_gelu, residual3, lnf, logits
+  plan.x_elems = BT * C + L * BT * (C + 3 * C + C + C + C + F + F + C) + BT * C + BT * Vp;
+  // ln1 mean/rstd, lse, ln2 mean/rstd, lnf mean/rstd, losses
+  plan.f32_elems = L * BT * 2 + L * BT * NH + L * BT * 2 + BT * 2 + BT;
+  plan.int_elems = 2 * BT;
+  // dresidual, scratch_btc, scratch_bt4c (holds d(fch) [BT,F] and d(qkv) [BT,3C])
+  plan.scratch_x_elems = BT * C * 2 + BT * std::max(F, 3 * C);
+  return plan;
+}
+
+GptModel::GptModel(const ModelConfig& config, Backend& backend)
+    : config_(config), backend_(backend), table_(build_param_table(config)) {
+  auto at = [&](const std::string& name) { return table_.find(name).offset; };
+  wte_ = at("wte");
+  wpe_ = at("wpe");
+  lnfw_ = at("lnf.weight");
+  lnfb_ = at("lnf.bias");
+  for (int l = 0; l < config_.n_layer; ++l) {
+    const std::string h = "h." + std::to_string(l) + ".";
+    layers_.push_back({at(h + "ln1.weight"), at(h + "ln1.bias"), at(h + "attn.qkv.weight"),
+                       at(h + "attn.qkv.bias"), at(h + "attn.proj.weight"),
+                       at(h + "attn.proj.bias"), at(h + "ln2.weight"), at(h + "ln2.bias"),
+                       at(h + "mlp.fc.weight"), at(h + "mlp.fc.bias"), at(h + "mlp.proj.weight"),
+                       at(h + "mlp.proj.bias")});
+  }
+  params_ = backend_.alloc(table_.total_numel * backend_.x_size(), MemTag::Params, "parameters");
+}
+
+GptModel::~GptModel() {
+  for (void* ptr : {(void*)inputs_, (void*)targets_, encoded_, ln1_, (void*)ln1_mean_,
+                    (void*)ln1_rstd_, qkv_, atty_, (void*)att_lse_, residual2_, ln2_,
+                    (void*)ln2_mean_, (void*)ln2_rstd_, fch_, fch_gelu_, residual3_, lnf_,
+                    (void*)lnf_mean_, (void*)lnf_rstd_, logits_, (void*)losses_, dresidual_,
+                    scratch_btc_, scratch_bt4c_, grads_, params_})
+    backend_.release(ptr);
+}
+
+void* GptModel::x_at(void* base, size_t elems) const {
+  return static_cast<char*>(base) + elems * backend_.x_size();
+}
+
+void GptModel::init_weights(uint64_t seed) {
+  std::vector<float> host(table_.total_numel, 0.0f);
+  Rng rng(seed);
+  const float residual_std = config_.init_std / std::sqrt(2.0f * config_.n_layer);
+  for (const ParamInfo& info : table_.params) {
+    float* w = host.data() + info.offset;
+    switch (info.role) {
+      case ParamRole::NormWeight:
+        for (size_t i = 0; i < info.numel; ++i) w[i] = 1.0f;
+        break;
+      case ParamRole::NormBias:
+      case ParamRole::AttnQKVBias:
+      case ParamRole::AttnProjBias:
+      case ParamRole::MlpUpBias:
+      case ParamRole::MlpDownBias:
+        break;  // zeros
+      default: {
+        const bool residual_projection =
+            info.role == ParamRole::AttnProjWeight || info.role == ParamRole::MlpDownWeight;
+        const float stddev = residual_projection ? residual_std : config_.init_std;
+        // Only the real rows are drawn: padded vocab rows stay zero (they are never a target and
+        // their logits get zero gradient through the classifier).
+        const size_t real = size_t(info.real_rows) * (info.numel / size_t(info.shape[0]));
+        for (size_t i = 0; i < real; ++i) w[i] = float(rng.normal() * stddev);
+      }
+    }
+  }
+  params_from_host(host);
+}
+
+std::vector<float> GptModel::params_to_host() const {
+  std::vector<float> host(table_.total_numel);
+  backend_.download_x_as_f32(host.data(), params_, host.size());
+  return host;
+}
+
+void GptModel::params_from_host(const std::vector<float>& host) {
+  SLIM_CHECK(host.size() == table_.total_numel, "parameter count mismatch");
+  backend_.upload_f32_as_x(params_, host.data(), host.size());
+}
+
+void GptModel::allocate_grads() {
+  if (!grads_)
+    grads_ = backend_.alloc(table_.total_numel * backend_.x_size(), MemTag::Grads, "gradients");
+  zero_grads();
+}
+
+void GptModel::zero_grads() { backend_.zero(grads_, table_.total_numel * backend_.x_size()); }
+
+void GptModel::allocate_activations(int B, int T) {
+  SLIM_CHECK(!encoded_, "activations are allocated once");
+  if (T > config_.max_seq_len)
+    throw UsageError(cat("training.seq_len ", T, " exceeds model.max_seq_len ",
+                         config_.max_seq_len, "; lower seq_len or raise max_seq_len"));
+  max_B_ = B;
+  max_T_ = T;
+  const size_t BT = size_t(B) * T, C = config_.n_embd, L = config_.n_layer,
+               NH = config_.n_head, F = config_.ffn_hidden, Vp = config_.padded_vocab_size;
+  const size_t xs = backend_.x_size();
+  auto X = [&](size_t elems, const char* what) {
+    return backend_.alloc(elems * xs, MemTag::Activations, what);
+  };
+  auto F32 = [&](size_t elems, const char* what) {
+    return static_cast<float*>(backend_.alloc(elems * 4, MemTag::Activations, what));
+  };
+  inputs_ = static_cast<int*>(backend_.alloc(BT * 4, MemTag::Activations, "inputs"));
+  targets_ = static_cast<int*>(backend_.alloc(BT * 4, MemTag::Activations, "targets"));
+  encoded_ = X(BT * C, "encoded");
+  ln1_ = X(L * BT * C, "ln1");
+  ln1_mean_ = F32(L * BT, "ln1_mean");
+  ln1_rstd_ = F32(L * BT, "ln1_rstd");
+  qkv_ = X(L * BT * 3 * C, "qkv");
+  atty_ = X(L * BT * C, "atty");
+  att_lse_ = F32(L * BT * NH, "att_lse");
+  residual2_ = X(L * BT * C, "residual2");
+  ln2_ = X(L * BT * C, "ln2");
+  ln2_mean_ = F32(L * BT, "ln2_mean");
+  ln2_rstd_ = F32(L * BT, "ln2_rstd");
+  fch_ = X(L * BT * F, "fch");
+  fch_gelu_ = X(L * BT * F, "fch_gelu");
+  residual3_ = X(L * BT * C, "residual3");
+  lnf_ = X(BT * C, "lnf");
+  lnf_mean_ = F32(BT, "lnf_mean");
+  lnf_rstd_ = F32(BT, "lnf_rstd");
+  logits_ = X(BT * Vp, "logits");
+  losses_ = F32(BT, "losses");
+  dresidual_ = backend_.alloc(BT * C * xs, MemTag::Scratch, "dresidual");
+  scratch_btc_ = backend_.alloc(BT * C * xs, MemTag::Scratch, "scratch_btc");
+  scratch_bt4c_ = backend_.alloc(BT * std::max(F, 3 * C) * xs, MemTag::Scratch, "scratch_bt4c");
+  host_losses_.resize(BT);
+}
+
+float GptModel::forward(const int* inputs, const int* targets, int B, int T, float dloss) {
+  SLIM_CHECK(encoded_, "forward before allocate_activations()");
+  SLIM_CHECK(B <= max_B_ && T <= max_T_ && B > 0 && T > 0, "micro-batch ", B, "x", T,
+             " exceeds the allocated ", max_B_, "x", max_T_);
+  const int C = config_.n_embd, L = config_.n_layer, NH = config_.n_head,
+            F = config_.ffn_hidden, V = config_.vocab_size, Vp = config_.padded_vocab_size;
+  const int N = B * T;
+  const size_t NC = size_t(N) * C;
+  for (int i = 0; i < N; ++i)
+    if (inputs[i] < 0 || inputs[i] >= V || (targets && (targets[i] < 0 || targets[i] >= V)))
+      throw Error(cat("token id out of range at position ", i, " of the micro-batch: input ",
+                      inputs[i], targets ? cat(", target ", targets[i]) : std::string(),
+                      " (vocab_size ", V, ")"));
+  cur_B_ = B;
+  cur_T_ = T;
+  backend_.upload(inputs_, inputs, size_t(N) * 4);
+  if (targets) backend_.upload(targets_, targets, size_t(N) * 4);
+
+  backend_.encoder_forward(encoded_, inputs_, P(wte_), P(wpe_), B, T, C);
+  // Layer 0's first LayerNorm has no residual add in front of it; every later LayerNorm
+  // (ln1 of layer l>0, ln2, lnf) is fused with the residual add that precedes it.
+  backend_.layernorm_forward(ln1_, ln1_mean_, ln1_rstd_, encoded_, P(layers_[0].ln1w),
+                             P(layers_[0].ln1b), N, C);
+  for (int l = 0; l < L; ++l) {
+    const LayerOffsets& w = layers_[l];
+    const void* residual = l == 0 ? encoded_ : x_at(residual3_, (l - 1) * NC);
+    void* l_ln1 = x_at(ln1_, l * NC);
+    void* l_qkv = x_at(qkv_, l * NC * 3);
+    void* l_atty = x_at(atty_, l * NC);
+    void* l_residual2 = x_at(residual2_, l * NC);
+    void* l_ln2 = x_at(ln2_, l * NC);
+    void* l_fch = x_at(fch_, l * size_t(N) * F);
+    void* l_fch_gelu = x_at(fch_gelu_, l * size_t(N) * F);
+    void* l_residual3 = x_at(residual3_, l * NC);
+
+    backend_.matmul_forward(l_qkv, nullptr, l_ln1, P(w.qkvw), P(w.qkvb), N, C, 3 * C);
+    backend_.attention_forward(l_atty, att_lse_ + size_t(l) * N * NH, l_qkv, B, T, C, NH);
+    backend_.matmul_forward(scratch_btc_, nullptr, l_atty, P(w.projw), P(w.projb), N, C, C);
+    backend_.fused_residual_layernorm_forward(l_residual2, l_ln2, ln2_mean_ + size_t(l) * N,
+                                              ln2_rstd_ + size_t(l) * N, residual, scratch_btc_,
+                                              P(w.ln2w), P(w.ln2b), N, C);
+    backend_.matmul_forward(l_fch_gelu, l_fch, l_ln2, P(w.fcw), P(w.fcb), N, C, F);
+    backend_.matmul_forward(scratch_btc_, nullptr, l_fch_gelu, P(w.fcprojw), P(w.fcprojb), N, F,
+                            C);
+    // The residual add after the MLP is fused with the next LayerNorm: ln1 of layer l+1, or lnf.
+    if (l + 1 < L) {
+      backend_.fused_residual_layernorm_forward(
+          l_residual3, x_at(ln1_, (l + 1) * NC), ln1_mean_ + size_t(l + 1) * N,
+          ln1_rstd_ + size_t(l + 1) * N, l_residual2, scratch_btc_, P(layers_[l + 1].ln1w),
+          P(layers_[l + 1].ln1b), N, C);
+    } else {
+      backend_.fused_residual_layernorm_forward(l_residual3, lnf_, lnf_mean_, lnf_rstd_,
+                                                l_residual2, scratch_btc_, P(lnfw_), P(lnfb_), N,
+                                                C);
+    }
+  }
+  // Tied head: logits = lnf @ wte^T over all Vp rows (padded rows are zero and get no gradient).
+  backend_.matmul_forward(logits_, nullptr, lnf_, P(wte_), nullptr, N, C, Vp);
+  if (!targets) return 0.0f;
+  backend_.fused_classifier(logits_, losses_, targets_, dloss, N, V, Vp, dloss != 0.0f);
+  backend_.download(host_losses_.data(), losses_, size_t(N) * 4);
+  double sum = 0.0;
+  for (int i = 0; i < N; ++i) sum += host_losses_[i];
+  return float(sum / N);
+}
+
+void GptModel::backward() {
+  SLIM_CHECK(grads_, "backward before allocate_grads()");
+  const int B = cur_B_, T = cur_T_;
+  const int C = config_.n_embd, L = config_.n_layer, NH = config_.n_head,
+            F = config_.ffn_hidden, Vp = config_.padded_vocab_size;
+  const int N = B * T;
+  const size_t NC = size_t(N) * C;
+  const bool acc = true;  // weight gradients accumulate over micro-batches into grads()
+
+  backend_.zero(dresidual_, NC * backend_.x_size());
+  // logits_ holds dlogits (written by the fused classifier).
+  backend_.matmul_backward(scratch_btc_, G(wte_), nullptr, logits_, lnf_, P(wte_), nullptr, N, C,
+                           Vp, acc);
+  backend_.layernorm_backward(dresidual_, G(lnfw_), G(lnfb_), scratch_btc_,
+                              x_at(residual3_, (L - 1) * NC), P(lnfw_), lnf_mean_, lnf_rstd_, N,
+                              C, acc);
+  for (int l = L - 1; l >= 0; --l) {
+    const LayerOffsets& w = layers_[l];
+    const void* residual = l == 0 ? encoded_ : x_at(residual3_, (l - 1) * NC);
+    // dresidual is the gradient w.r.t. residual3[l] = residual2[l] + fcproj.
+    backend_.matmul_backward(scratch_bt4c_, G(w.fcprojw), G(w.fcprojb), dresidual_,
+                             x_at(fch_gelu_, l * size_t(N) * F), P(w.fcprojw),
+                             x_at(fch_, l * size_t(N) * F), N, F, C, acc);
+    backend_.matmul_backward(scratch_btc_, G(w.fcw), G(w.fcb), scratch_bt4c_, x_at(ln2_, l * NC),
+                             P(w.fcw), nullptr, N, C, F, acc);
+    backend_.layernorm_backward(dresidual_, G(w.ln2w), G(w.ln2b), scratch_btc_,
+                                x_at(residual2_, l * NC), P(w.ln2w), ln2_mean_ + size_t(l) * N,
+                                ln2_rstd_ + size_t(l) * N, N, C, acc);
+    // dresidual is now the gradient w.r.t. residual2[l] = residual + attproj.
+    backend_.matmul_backward(scratch_btc_, G(w.projw), G(w.projb), dresidual_, x_at(atty_, l * NC),
+                             P(w.projw), nullptr, N, C, C, acc);
+    backend_.attention_backward(scratch_bt4c_, scratch_btc_, x_at(qkv_, l * NC * 3),
+                                x_at(atty_, l * NC), att_lse_ + size_t(l) * N * NH, B, T, C, NH);
+    backend_.matmul_backward(scratch_btc_, G(w.qkvw), G(w.qkvb), scratch_bt4c_, x_at(ln1_, l * NC),
+                             P(w.qkvw), nullptr, N, C, 3 * C, acc);
+    backend_.layernorm_backward(dresidual_, G(w.ln1w), G(w.ln1b), scratch_btc_, residual,
+                                P(w.ln1w), ln1_mean_ + size_t(l) * N, ln1_rstd_ + size_t(l) * N, N,
+                                C, acc);
+  }
+  backend_.encoder_backward(G(wte_), G(wpe_), dresidual_, inputs_, B, T, C);
+}
+
+void GptModel::logits_row_to_host(int b, int t, float* host_out) const {
+  const size_t Vp = config_.padded_vocab_size;
+  const size_t row = size_t(b) * cur_T_ + t;
+  backend_.download_x_as_f32(host_out, x_at(logits_, row * Vp), Vp);
+}
+
+}  // namespace slim

@@ -1,0 +1,113 @@
+// GPT-2 as a sequence of Backend ops: the forward and backward passes are written here once, for
+// every backend. Owns the flat parameter and gradient buffers and the activation plan; knows
+// nothing of CUDA.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/model_config.h"
+#include "model/param_table.h"
+
+namespace slim {
+
+// Which buffers the activation plan holds for a given micro-batch shape, in elements, so that
+// the memory planner can predict them without allocating.
+struct ActivationPlan {
+  size_t x_elems = 0;       // compute-dtype activations kept for the backward (+ logits)
+  size_t f32_elems = 0;     // fp32 statistics: LN mean/rstd, attention lse, losses
+  size_t int_elems = 0;     // token ids and targets
+  size_t scratch_x_elems = 0;  // backward scratch in the compute dtype
+};
+ActivationPlan plan_activations(const ModelConfig& config, int B, int T);
+
+class GptModel {
+ public:
+  GptModel(const ModelConfig& config, Backend& backend);
+  ~GptModel();
+  GptModel(const GptModel&) = delete;
+  GptModel& operator=(const GptModel&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const ParamTable& table() const { return table_; }
+  size_t num_params() const { return table_.total_numel; }
+  Backend& backend() { return backend_; }
+
+  void* params() { return params_; }            // flat, compute dtype
+  void* grads() { return grads_; }              // flat, compute dtype (null until allocated)
+  void* param_ptr(const ParamInfo& p) { return x_at(params_, p.offset); }
+  void* grad_ptr(const ParamInfo& p) { return x_at(grads_, p.offset); }
+
+  // GPT-2 init: N(0, init_std) for weights and embeddings, residual projections scaled by
+  // 1/sqrt(2*n_layer), biases 0, norm gains 1, padded vocab rows 0. Deterministic from seed.
+  void init_weights(uint64_t seed);
+  std::vector<float> params_to_host() const;
+  void params_from_host(const std::vector<float>& host);
+
+  void allocate_grads();   // the full-model gradient buffer (accumulation mode `grads`)
+  void zero_grads();
+
+  // Sizes activations for micro-batches up to B x T (T <= max_seq_len). Called once; later
+  // forward calls may use any B' <= B, T' <= T.
+  void allocate_activations(int B, int T);
+
+  // Forward over inputs[B,T] (host int32). With targets: returns the mean loss over B*T and,
+  // when dloss != 0, leaves dloss*(softmax - onehot) in the logits buffer for backward().
+  // Without targets: returns 0 and leaves logits.
+  float forward(const int* inputs, const int* targets, int B, int T, float dloss);
+  // Backward of the last forward (which must have been given targets and dloss != 0);
+  // accumulates weight gradients into grads().
+  void backward();
+  // Logits of the last forward for row (b, t): Vp floats copied to host.
+  void logits_row_to_host(int b, int t, float* host_out) const;
+
+ private:
+  // Element offsets of one block's tensors in the flat parameter (and gradient) buffer.
+  struct LayerOffsets {
+    size_t ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb;
+  };
+  void* x_at(void* base, size_t elems) const;
+  const void* P(size_t offset) const { return x_at(params_, offset); }
+  void* G(size_t offset) { return x_at(grads_, offset); }
+
+  ModelConfig config_;
+  Backend& backend_;
+  ParamTable table_;
+  std::vector<LayerOffsets> layers_;
+  size_t wte_ = 0, wpe_ = 0, lnfw_ = 0, lnfb_ = 0;
+  void* params_ = nullptr;
+  void* grads_ = nullptr;
+
+  // Activations (llm.c's layout, with flash-style attention: lse instead of a [T,T] matrix).
+  int max_B_ = 0, max_T_ = 0;
+  int cur_B_ = 0, cur_T_ = 0;
+  int* inputs_ = nullptr;     // [B,T]
+  int* targets_ = nullptr;    // [B,T]
+  void* encoded_ = nullptr;   // [B,T,C]
+  void* ln1_ = nullptr;       // [L,B,T,C]
+  float* ln1_mean_ = nullptr; // [L,B,T]
+  float* ln1_rstd_ = nullptr;
+  void* qkv_ = nullptr;       // [L,B,T,3C]
+  void* atty_ = nullptr;      // [L,B,T,C]
+  float* att_lse_ = nullptr;  // [L,B,NH,T]
+  void* residual2_ = nullptr; // [L,B,T,C]
+  void* ln2_ = nullptr;       // [L,B,T,C]
+  float* ln2_mean_ = nullptr;
+  float* ln2_rstd_ = nullptr;
+  void* fch_ = nullptr;       // [L,B,T,4C] pre-GELU
+  void* fch_gelu_ = nullptr;  // [L,B,T,4C]
+  void* residual3_ = nullptr; // [L,B,T,C]
+  void* lnf_ = nullptr;       // [B,T,C]
+  float* lnf_mean_ = nullptr;
+  float* lnf_rstd_ = nullptr;
+  void* logits_ = nullptr;    // [B,T,Vp]
+  float* losses_ = nullptr;   // [B,T]
+  // Backward scratch.
+  void* dresidual_ = nullptr; // [B,T,C]
+  void* scratch_btc_ = nullptr;   // [B,T,C]: attproj/fcproj outputs in forward, d(ln) in backward
+  void* scratch_bt4c_ = nullptr;  // [B,T,4C]: d(fch), d(qkv)
+  std::vector<float> host_losses_;
+};
+
+}  // namespace slim

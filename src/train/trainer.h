@@ -1,0 +1,41 @@
+// The training loop: micro-batches with gradient accumulation, global-norm clipping, the LR
+// schedule, AdamW, validation, samples, checkpoints, logs and metrics.jsonl. Knows nothing of
+// CUDA: everything device-side goes through the Backend the config selects.
+#pragma once
+#include <functional>
+#include <string>
+
+#include "config/config.h"
+#include "data/loader.h"
+#include "model/gpt.h"
+#include "optim/optimizer.h"
+
+namespace slim {
+
+struct TrainOptions {
+  std::string resume;       // "" (fresh run), "auto" (newest checkpoint in out_dir, if any), or a dir
+};
+
+// Runs the whole job. Returns the process exit code (0 also when stopped by a signal after
+// writing a checkpoint). Throws slim::Error / UsageError on failure.
+int run_training(const RunConfig& config, const TrainOptions& options);
+
+// The two halves of an optimizer step, split so the caller can check the loss and gradient norm
+// for NaN/Inf before any weight is touched.
+struct GradientResult {
+  double loss = 0.0;       // mean over the micro-batches
+  double grad_norm = 0.0;  // global L2 norm of the accumulated (averaged) gradient, before clipping
+};
+// Fills inputs[B*T] and targets[B*T] (host) with the next micro-batch.
+using BatchSource = std::function<void(int* inputs, int* targets)>;
+// Zeroes the gradients, then runs forward+backward over `accum` micro-batches of B x T.
+GradientResult compute_gradients(GptModel& model, const BatchSource& next_batch, int B, int T,
+                                 int accum);
+// Clips by global norm (grad_clip > 0 and grad_norm > grad_clip: scale grad_clip/grad_norm, as
+// llm.c does) and applies one optimizer update at learning rate lr. Returns the scale used.
+float apply_update(Optimizer& optimizer, double grad_norm, float lr, float grad_clip);
+
+// Mean loss over up to max_batches batches of `loader` from its start (0 = one whole epoch).
+double evaluate_loss(GptModel& model, DataLoader& loader, int max_batches);
+
+}  // namespace slim
