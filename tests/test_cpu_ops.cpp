@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -101,6 +102,22 @@ bool same_bits(const V& a, const V& b) {
 // ===========================================================================================
 // GELU
 // ===========================================================================================
+
+// The float exp the softmaxes and GELUs use, against the libm exp in double: a few ulp.
+TEST(CpuOps, FloatExpIsAccurate) {
+  double worst = 0;
+  for (double x = -87.0; x <= 88.0; x += 0.001373) {
+    const float xf = static_cast<float>(x);
+    const double ref = std::exp(double(xf));
+    worst = std::max(worst, std::fabs(cpu::exp_vec(xf) - ref) / ref);
+  }
+  EXPECT_LT(worst, 4 * 6e-8) << "worst relative error";
+  EXPECT_EQ(cpu::exp_vec(0.0f), 1.0f);
+  EXPECT_EQ(cpu::exp_vec(-100.0f), 0.0f);
+  EXPECT_EQ(cpu::exp_vec(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_GT(cpu::exp_vec(100.0f), 1e38f);  // saturates, stays finite
+  EXPECT_TRUE(std::isnan(cpu::exp_vec(std::numeric_limits<float>::quiet_NaN())));
+}
 
 TEST(CpuOps, GeluMatchesTanhFormula) {
   // Reference values of 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
@@ -361,11 +378,16 @@ TEST_P(AttentionFiniteDiff, GradientOfQkv) {
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionFiniteDiff,
                          ::testing::Values(AttentionShape{2, 5, 8, 2}, AttentionShape{1, 1, 6, 2},
                                            AttentionShape{2, 7, 9, 3}, AttentionShape{1, 4, 4, 1},
-                                           AttentionShape{3, 2, 10, 5}));
+                                           AttentionShape{3, 2, 10, 5},
+                                           // several query blocks and key tiles, a ragged
+                                           // head-channel tile (HS = 17)
+                                           AttentionShape{1, 19, 6, 2}, AttentionShape{2, 9, 34, 2}));
 
-TEST(CpuOps, AttentionForwardMatchesNaiveSoftmax) {
+class AttentionMatchesNaive : public ::testing::TestWithParam<AttentionShape> {};
+
+TEST_P(AttentionMatchesNaive, ForwardOutAndLse) {
+  const auto [B, T, C, NH] = GetParam();
   std::mt19937_64 rng(8);
-  const int B = 2, T = 17, C = 64, NH = 4;
   Vec qkv = random_vec(size_t(B) * T * 3 * C, rng, -2, 2);
   Vec ref_out, ref_lse;
   naive_attention(ref_out, ref_lse, qkv, B, T, C, NH);
@@ -381,6 +403,10 @@ TEST(CpuOps, AttentionForwardMatchesNaiveSoftmax) {
   expect_close_f32("out", out32, ref_out);
   expect_close_f32("lse", lse32, ref_lse);
 }
+
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionMatchesNaive,
+                         ::testing::Values(AttentionShape{2, 17, 64, 4},
+                                           AttentionShape{1, 33, 60, 3}));
 
 // ===========================================================================================
 // encoder

@@ -713,11 +713,7 @@ void validate_run(const RunConfig& c, const Checker& check) {
   check.non_negative("eval.batches", c.eval.batches, "the whole validation set");
   check.non_negative("eval.sample_every", c.eval.sample_every, "never");
   check.positive("eval.sample_tokens", c.eval.sample_tokens);
-  if (c.eval.sample_tokens > c.model.max_seq_len)
-    check.fail("eval.sample_tokens",
-               cat("eval.sample_tokens = ", c.eval.sample_tokens,
-                   " is out of range: it must be <= model.max_seq_len = ", c.model.max_seq_len,
-                   " (the model cannot attend further back)"));
+  // sample_tokens may exceed max_seq_len: sampling slides its context window.
 
   check.non_negative("checkpoint.every", c.checkpoint.every, "never");
   check.at_least("checkpoint.keep", c.checkpoint.keep, 1, "the newest N checkpoints are kept");

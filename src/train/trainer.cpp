@@ -96,7 +96,7 @@ class MetricsLog {
     for (const auto& line : kept) out_ << line << '\n';
     out_.flush();
   }
-  void write(const nlohmann::json& record) {
+  void write(const nlohmann::ordered_json& record) {
     out_ << record.dump() << '\n';
     out_.flush();
     if (!out_) throw Error(cat("writing ", path_, " failed (disk full?)"));

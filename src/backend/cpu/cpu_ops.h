@@ -398,43 +398,26 @@ void block_times_rows(Real* out, size_t out_stride, int n_out, const Real* coef,
                                 d0, HS - d0);
 }
 
-// rows[j][d0 + dd] += sum_qi coef[qi][j] * a[qi][d0 + dd] for dd < width, j < n_rows. The
-// kQueryBlock x width tile of a stays in registers while the rows stream past once.
-template <typename Real, int kWidth>
-inline void accumulate_rows_tile(Real* rows, size_t row_stride, const Real* coef, int ld_coef,
-                                 const Real* const* a_row, int n_rows, int d0, int width) {
-  const int w = kWidth > 0 ? kWidth : width;
-  Real a_tile[kQueryBlock][kHeadTile] = {};
-  for (int qi = 0; qi < kQueryBlock; ++qi)
-    for (int dd = 0; dd < w; ++dd) a_tile[qi][dd] = a_row[qi][d0 + dd];
-  for (int j = 0; j < n_rows; ++j) {
-    Real* r = rows + j * row_stride + d0;
-    Real sum[kHeadTile];
-#pragma omp simd
-    for (int dd = 0; dd < w; ++dd) sum[dd] = r[dd];
-    for (int qi = 0; qi < kQueryBlock; ++qi) {
-      const Real c = coef[static_cast<size_t>(qi) * ld_coef + j];
-#pragma omp simd
-      for (int dd = 0; dd < w; ++dd) sum[dd] += c * a_tile[qi][dd];
-    }
-#pragma omp simd
-    for (int dd = 0; dd < w; ++dd) r[dd] = sum[dd];
-  }
-}
-
 // rows[j][:] += sum_qi coef[qi][j] * a[qi][:] for j < n_rows (the transposed product: dk, dv).
-// Row qi of a is a + min(qi, n_a_rows - 1) * a_stride; coef: [kQueryBlock][ld_coef].
+// Row qi of a is a + min(qi, n_a_rows - 1) * a_stride; coef: [kQueryBlock][ld_coef]. Each row
+// is read and written once per query block; the vector iterations over d are independent, so
+// their kQueryBlock-long FMA chains overlap.
 template <typename Real>
 void accumulate_rows(Real* rows, size_t row_stride, const Real* coef, int ld_coef, const Real* a,
                      size_t a_stride, int n_a_rows, int n_rows, int HS) {
   const Real* a_row[kQueryBlock];
   for (int qi = 0; qi < kQueryBlock; ++qi) a_row[qi] = a + std::min(qi, n_a_rows - 1) * a_stride;
-  int d0 = 0;
-  for (; d0 + kHeadTile <= HS; d0 += kHeadTile)
-    accumulate_rows_tile<Real, kHeadTile>(rows, row_stride, coef, ld_coef, a_row, n_rows, d0,
-                                          kHeadTile);
-  if (d0 < HS)
-    accumulate_rows_tile<Real, 0>(rows, row_stride, coef, ld_coef, a_row, n_rows, d0, HS - d0);
+  for (int j = 0; j < n_rows; ++j) {
+    Real c[kQueryBlock];
+    for (int qi = 0; qi < kQueryBlock; ++qi) c[qi] = coef[static_cast<size_t>(qi) * ld_coef + j];
+    Real* r = rows + j * row_stride;
+#pragma omp simd
+    for (int d = 0; d < HS; ++d) {
+      Real sum = r[d];
+      for (int qi = 0; qi < kQueryBlock; ++qi) sum += c[qi] * a_row[qi][d];
+      r[d] = sum;
+    }
+  }
 }
 
 // Packs T rows of HS values (row_stride apart) transposed into bt[HS][ld_bt], kKeyTile rows at
