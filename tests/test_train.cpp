@@ -215,6 +215,16 @@ TEST_F(TrainCli, EvalAndExportReadTheCheckpoint) {
   SafetensorsFile file = read_safetensors(out("hf/model.safetensors"));
   EXPECT_TRUE(file.has("transformer.wte.weight"));
   EXPECT_TRUE(fs::exists(out("hf/config.json")));
+  // Sampling is reproducible for a seed ("a" is GPT-2 token 64, inside the toy vocabulary).
+  const std::string sample = "sample --checkpoint " + out("run") + " --prompt a --tokens 12 --top-k 5";
+  CommandResult s1 = run(sample + " --seed 3");
+  CommandResult s2 = run(sample + " --seed 3");
+  ASSERT_EQ(s1.exit_code, 0) << s1.output;
+  EXPECT_EQ(s1.output, s2.output);
+  EXPECT_GT(s1.output.size(), 2u);
+  CommandResult greedy = run(sample + " --temperature 0");
+  EXPECT_EQ(greedy.exit_code, 0) << greedy.output;
+
   CommandResult bad = run("eval --checkpoint " + out("no_such_run"));
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
 }

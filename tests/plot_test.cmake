@@ -1,0 +1,35 @@
+# Runs scripts/plot.py on two small metrics files and checks that it writes a PNG, and that a
+# malformed file is rejected with a message naming it.
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR}/run_a ${WORK_DIR}/run_b)
+set(lines "")
+foreach(step RANGE 1 30)
+  math(EXPR milli "10000 - ${step} * 150")
+  string(APPEND lines "{\"step\":${step},\"train_loss\":${milli}e-3,\"lr\":1e-3,\"grad_norm\":1.0,\"tokens_per_s\":1000,\"ms_per_step\":10}\n")
+  if(step EQUAL 15 OR step EQUAL 30)
+    string(APPEND lines "{\"step\":${step},\"val_loss\":${milli}e-3}\n")
+  endif()
+endforeach()
+file(WRITE ${WORK_DIR}/run_a/metrics.jsonl "${lines}")
+file(WRITE ${WORK_DIR}/run_b/metrics.jsonl "${lines}")
+execute_process(COMMAND /usr/bin/python3 ${SOURCE_DIR}/scripts/plot.py ${WORK_DIR}/run_a
+                        ${WORK_DIR}/run_b/metrics.jsonl --smooth 5 --out ${WORK_DIR}/losses.png
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "plot.py failed (${rc}): ${out}${err}")
+endif()
+file(READ ${WORK_DIR}/losses.png header LIMIT 8 HEX)
+if(NOT header STREQUAL "89504e470d0a1a0a")
+  message(FATAL_ERROR "plot.py did not write a PNG (header ${header})")
+endif()
+file(SIZE ${WORK_DIR}/losses.png size)
+if(size LESS 10000)
+  message(FATAL_ERROR "plot.py wrote a suspiciously small PNG (${size} bytes)")
+endif()
+file(WRITE ${WORK_DIR}/bad.jsonl "{\"step\":1,\"train_loss\":2}\nnot json\n")
+execute_process(COMMAND /usr/bin/python3 ${SOURCE_DIR}/scripts/plot.py ${WORK_DIR}/bad.jsonl
+                        --out ${WORK_DIR}/bad.png
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "bad.jsonl:2")
+  message(FATAL_ERROR "plot.py accepted a malformed file or did not name it: ${out}${err}")
+endif()
