@@ -4,7 +4,9 @@
 //   - Accumulate/overwrite semantics of the weight gradients, and dinp accumulation.
 //   - CpuBackend (fp32) against the double templates on a medium shape; attention against a naive
 //     reference that builds the full masked softmax; AdamW against numbers written out by hand.
-//   - Bitwise determinism run to run, and across OpenMP thread counts for the non-BLAS ops.
+//   - Bitwise determinism run to run (GEMMs included), and across OpenMP thread counts for the
+//     ops that do not call BLAS.
+//   - The GEMM split among threads, and the vectorised float exp.
 //   - make_backend's errors.
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -17,6 +19,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -135,6 +138,38 @@ TEST(CpuOps, GeluMatchesTanhFormula) {
 // ===========================================================================================
 // matmul
 // ===========================================================================================
+
+// The GEMM split among OpenMP threads (rows or columns of C, ragged last slice) against a plain
+// triple loop, for every transpose combination and with beta = 0 and beta = 1.
+TEST(CpuOps, ParallelGemmMatchesPlainProduct) {
+  std::mt19937_64 rng(15);
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(3);
+  for (auto [M, N] : {std::pair{130, 70}, std::pair{70, 130}}) {
+    const int K = 300;  // 2 M N K is above the single-thread threshold
+    for (CBLAS_TRANSPOSE ta : {CblasNoTrans, CblasTrans})
+      for (CBLAS_TRANSPOSE tb : {CblasNoTrans, CblasTrans})
+        for (double beta : {0.0, 1.0}) {
+          const int lda = ta == CblasNoTrans ? K : M, ldb = tb == CblasNoTrans ? N : K;
+          Vec A = random_vec(size_t(M) * K, rng), B = random_vec(size_t(K) * N, rng);
+          Vec C0 = random_vec(size_t(M) * N, rng), C = C0;
+          cpu::parallel_gemm(ta, tb, M, N, K, A.data(), lda, B.data(), ldb, beta, C.data(), N);
+          for (int i = 0; i < M; ++i)
+            for (int j = 0; j < N; ++j) {
+              double ref = beta * C0[size_t(i) * N + j];
+              for (int k = 0; k < K; ++k) {
+                const double a = ta == CblasNoTrans ? A[size_t(i) * lda + k] : A[size_t(k) * lda + i];
+                const double b = tb == CblasNoTrans ? B[size_t(k) * ldb + j] : B[size_t(j) * ldb + k];
+                ref += a * b;
+              }
+              ASSERT_NEAR(C[size_t(i) * N + j], ref, 1e-11)
+                  << "M=" << M << " N=" << N << " ta=" << ta << " tb=" << tb << " beta=" << beta
+                  << " at " << i << "," << j;
+            }
+        }
+  }
+  omp_set_num_threads(saved_threads);
+}
 
 TEST(CpuOps, MatmulForwardEpilogueValues) {
   std::mt19937_64 rng(11);
@@ -610,7 +645,10 @@ TEST(CpuBackend, AllocationsAreAlignedAndAccounted) {
 
 TEST(CpuBackend, MatchesDoubleTemplatesOnMediumShape) {
   std::mt19937_64 rng(13);
-  const int B = 2, T = 17, C = 64, NH = 4, N = B * T, OC = 3 * C, H = 4 * C, V = 50, Vp = 64;
+  // Large enough that every op takes its OpenMP-parallel path (N * C and N * V above
+  // cpu::kMinParallelWork), so the threaded fp32 code is what gets compared.
+  const int B = 2, T = 33, C = 512, NH = 8, N = B * T, OC = 3 * C, H = 4 * C, V = 500, Vp = 512;
+  ASSERT_TRUE(cpu::worth_parallel(size_t(N) * C) && cpu::worth_parallel(size_t(N) * V));
   CpuBackend be;
 
   // encoder
@@ -750,7 +788,8 @@ struct DeterminismRun {
 
 class Determinism : public ::testing::Test {
  protected:
-  static constexpr int B = 3, T = 33, C = 96, NH = 6, N = B * T, V = 20;
+  // Sized so that every op runs its parallel path (see cpu::kMinParallelWork).
+  static constexpr int B = 4, T = 65, C = 128, NH = 4, N = B * T, V = 200;
   std::mt19937_64 rng{14};
   std::vector<float> qkv = to_f32(random_vec(size_t(N) * 3 * C, rng, -2, 2));
   std::vector<float> dout = to_f32(random_vec(size_t(N) * C, rng));
@@ -759,6 +798,14 @@ class Determinism : public ::testing::Test {
   std::vector<int> tokens = random_tokens(N, 5, rng);  // few distinct tokens: many repeats
   std::vector<float> logits = to_f32(random_vec(size_t(N) * V, rng, -3, 3));
   std::vector<int> targets = random_tokens(N, V, rng);
+  // Many chunks of widely varying magnitude: any change in how sum_squares groups its partial
+  // sums shows up in the last bits.
+  std::vector<float> wide = [this] {
+    std::normal_distribution<float> log_magnitude(0.0f, 3.0f);
+    std::vector<float> v(size_t(3) << 20);
+    for (float& x : v) x = std::exp(log_magnitude(rng));
+    return v;
+  }();
 
   DeterminismRun run() {
     CpuBackend be;
@@ -783,14 +830,31 @@ class Determinism : public ::testing::Test {
     r.dlogits = logits;
     std::vector<float> losses(N);
     be.fused_classifier(r.dlogits.data(), losses.data(), targets.data(), 0.5f, N, V, V, true);
-    r.sum_squares = be.sum_squares(qkv.data(), qkv.size());
+    r.sum_squares = be.sum_squares(wide.data(), wide.size());
     return r;
   }
 };
 
 TEST_F(Determinism, BitwiseIdenticalRunToRun) {
+  ASSERT_TRUE(cpu::worth_parallel(size_t(N) * C) && cpu::worth_parallel(size_t(N) * V));
   const DeterminismRun first = run();
   EXPECT_TRUE(first == run());
+
+  // The GEMMs (split among the threads, large enough to run in parallel) and the GELU epilogue.
+  const int OC = 3 * C;
+  const std::vector<float> weight = to_f32(random_vec(size_t(OC) * C, rng));
+  const std::vector<float> dy = to_f32(random_vec(size_t(N) * OC, rng));
+  auto matmuls = [&] {
+    CpuBackend be;
+    std::vector<float> out(size_t(N) * OC), pre(out.size()), dinp(x.size()), dw(weight.size());
+    be.matmul_forward(out.data(), pre.data(), x.data(), weight.data(), nullptr, N, C, OC);
+    be.matmul_backward(dinp.data(), dw.data(), nullptr, dy.data(), x.data(), weight.data(),
+                       x.data(), N, C, OC, false);
+    out.insert(out.end(), dinp.begin(), dinp.end());
+    out.insert(out.end(), dw.begin(), dw.end());
+    return out;
+  };
+  EXPECT_TRUE(same_bits(matmuls(), matmuls()));
 }
 
 TEST_F(Determinism, BitwiseIdenticalAcrossThreadCounts) {

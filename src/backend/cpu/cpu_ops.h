@@ -5,13 +5,18 @@
 // is why the scalar type is called `Real` here.) Statistics that backend.h keeps in fp32 (mean,
 // rstd, lse, losses) are `Real` here, so the double instantiation is double all the way through.
 //
-// Determinism: every reduction has a fixed order that depends neither on the OpenMP schedule
-// nor on the thread count. Column reductions (dweight of LayerNorm, dbias, the encoder's dwte/dwpe)
-// give each thread a block of columns and walk the rows in order; row reductions stay inside one
-// thread; sum_squares adds fixed-size chunks in chunk order. Only the GEMMs are left to BLAS,
-// which is deterministic for a fixed thread count.
+// Determinism: apart from the GEMMs, every reduction has a fixed order that depends neither on
+// the OpenMP schedule nor on the thread count. Column reductions (dweight of LayerNorm, dbias,
+// the encoder's dwte/dwpe) give each thread a block of columns and walk the rows in order; row
+// reductions stay inside one thread; sum_squares adds fixed-size chunks in chunk order. The GEMMs
+// are BLAS calls on thread-owned slices of the output: deterministic for a fixed thread count.
+//
+// Speed: no atomics, no per-call allocation beyond one small scratch per thread in attention,
+// every GEMM in BLAS, every element-wise loop vectorised (exp_vec, lane_sum below exist because
+// GCC will not vectorise std::exp or widening reductions without -ffast-math).
 #pragma once
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <bit>
@@ -31,8 +36,25 @@ constexpr double kLayerNormEps = 1e-5;
 // threads never write the same line and each row visit reads whole lines.
 constexpr int kColumnBlock = 64;
 
-// ---- GEMM: one overload per precision, row-major -------------------------------------------
-// C[M,N] = alpha * op(A) @ op(B) + beta * C
+// Below this many elements (or multiply-adds) an op runs on the calling thread: waking the
+// OpenMP team costs more than the work, and far more when the cores are shared.
+constexpr size_t kMinParallelWork = size_t(1) << 15;
+inline bool worth_parallel(size_t work) { return work >= kMinParallelWork; }
+
+// ---- GEMM ---------------------------------------------------------------------------------
+// OpenBLAS keeps its own thread pool whose workers spin for a while after every call; next to
+// the OpenMP pool that runs all the other ops, the two pools would fight over the cores. So BLAS
+// is made single-threaded once, and each GEMM is split among the OpenMP threads instead: one
+// pool for everything.
+inline void use_single_threaded_blas() {
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+}
+
+// C[M,N] = op(A) @ op(B) + beta * C, row-major; one overload per precision.
 inline void gemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K,
                  const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
   cblas_sgemm(CblasRowMajor, trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
@@ -43,7 +65,47 @@ inline void gemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N,
   cblas_dgemm(CblasRowMajor, trans_a, trans_b, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
 }
 
-// ---- small vector helpers (vectorised; the reduction order is fixed by the compiled code) ----
+// The same product with the larger of M and N cut into one slice per OpenMP thread (slices a
+// multiple of kGemmSliceAlign, so BLAS's kernels see whole tiles); each slice is one
+// single-threaded BLAS call. Every output element is computed by one call, in one order: the
+// result is deterministic for a fixed thread count.
+constexpr int kGemmSliceAlign = 64;
+constexpr double kMinParallelGemmFlops = 4e6;  // below this one thread is faster
+
+template <typename Real>
+void parallel_gemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K,
+                   const Real* A, int lda, const Real* B, int ldb, Real beta, Real* C, int ldc) {
+  use_single_threaded_blas();
+  if (M == 0 || N == 0) return;
+  const bool split_rows = M > N;
+  const int extent = split_rows ? M : N;
+  const int max_slices = (extent + kGemmSliceAlign - 1) / kGemmSliceAlign;
+  const int threads = 2.0 * M * N * K < kMinParallelGemmFlops
+                          ? 1
+                          : std::min(omp_get_max_threads(), max_slices);
+  if (threads <= 1) {
+    gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    const int n_threads = omp_get_num_threads();
+    const int per_thread = (max_slices + n_threads - 1) / n_threads * kGemmSliceAlign;
+    const int begin = std::min(extent, omp_get_thread_num() * per_thread);
+    const int end = std::min(extent, begin + per_thread);
+    const size_t b = static_cast<size_t>(begin);
+    if (begin < end) {
+      if (split_rows)  // rows [begin, end) of C and of op(A)
+        gemm(trans_a, trans_b, end - begin, N, K, trans_a == CblasNoTrans ? A + b * lda : A + b,
+             lda, B, ldb, beta, C + b * ldc, ldc);
+      else  // columns [begin, end) of C and of op(B)
+        gemm(trans_a, trans_b, M, end - begin, K, A, lda,
+             trans_b == CblasNoTrans ? B + b : B + b * ldb, ldb, beta, C + b, ldc);
+    }
+  }
+}
+
+// ---- dot product (vectorised; the summation order is fixed by the compiled code) ---------------
 template <typename Real>
 inline Real dot(const Real* a, const Real* b, int n) {
   Real acc = 0;
@@ -52,11 +114,47 @@ inline Real dot(const Real* a, const Real* b, int n) {
   return acc;
 }
 
-// y += alpha * x
-template <typename Real>
-inline void axpy(Real* y, Real alpha, const Real* x, int n) {
+// ---- vectorised reductions in a fixed order -----------------------------------------------
+// GCC does not vectorise `omp simd reduction` loops that widen float terms to a double sum, nor
+// max-reductions, so reductions keep kLanes explicit partials instead. lane_sum adds the terms
+// into kLanes partial sums of type Real over blocks of kLaneBlock terms and each block's partials
+// into double totals: vector speed, double-accumulation accuracy, and an order fixed by n alone.
+constexpr int kLanes = 16;       // a multiple of every vector width
+constexpr int kLaneBlock = 256;  // terms per block: each lane partial sums 16 terms in Real
+
+template <typename Real, typename Term>
+inline double lane_sum(int n, Term term) {
+  double total[kLanes] = {};
+  const int n_full = n - n % kLanes;
+  int i = 0;
+  while (i < n_full) {
+    const int block_end = std::min(i + kLaneBlock, n_full);
+    Real part[kLanes] = {};
+    for (; i < block_end; i += kLanes) {
 #pragma omp simd
-  for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
+      for (int l = 0; l < kLanes; ++l) part[l] += term(i + l);
+    }
+    for (int l = 0; l < kLanes; ++l) total[l] += double(part[l]);
+  }
+  double sum = 0;
+  for (int l = 0; l < kLanes; ++l) sum += total[l];
+  for (; i < n; ++i) sum += double(term(i));
+  return sum;
+}
+
+template <typename Real>
+inline Real lane_max(const Real* x, int n) {
+  Real lane[kLanes];
+  std::fill(lane, lane + kLanes, -std::numeric_limits<Real>::infinity());
+  const int n_full = n - n % kLanes;
+  for (int i = 0; i < n_full; i += kLanes) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) lane[l] = std::max(lane[l], x[i + l]);
+  }
+  Real result = lane[0];
+  for (int l = 1; l < kLanes; ++l) result = std::max(result, lane[l]);
+  for (int i = n_full; i < n; ++i) result = std::max(result, x[i]);
+  return result;
 }
 
 // ---- exp that vectorises -------------------------------------------------------------------
@@ -113,7 +211,7 @@ inline Real gelu_tanh_grad(Real x) {
 template <typename Real>
 void column_sums(Real* sums, const Real* x, int rows, int cols, bool accumulate) {
   const int n_blocks = (cols + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(size_t(rows) * cols))
   for (int block = 0; block < n_blocks; ++block) {
     const int c0 = block * kColumnBlock;
     const int width = std::min(kColumnBlock, cols - c0);
@@ -136,7 +234,7 @@ template <typename Real>
 void encoder_forward(Real* out, const int* tokens, const Real* wte, const Real* wpe, int B, int T,
                      int C) {
   const int N = B * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * C))
   for (int bt = 0; bt < N; ++bt) {
     const int t = bt % T;
     const Real* token_row = wte + static_cast<size_t>(tokens[bt]) * C;
@@ -154,7 +252,7 @@ void encoder_backward(Real* dwte, Real* dwpe, const Real* dout, const int* token
                       int C) {
   const int N = B * T;
   const int n_blocks = (C + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * C))
   for (int block = 0; block < n_blocks; ++block) {
     const int c0 = block * kColumnBlock;
     const int width = std::min(kColumnBlock, C - c0);
@@ -174,22 +272,17 @@ void encoder_backward(Real* dwte, Real* dwpe, const Real* dout, const int* token
 // layernorm
 // ===========================================================================================
 
-// One row: out = (x - mean) * rstd * w + b. Mean and variance are accumulated in double.
+// One row: out = (x - mean) * rstd * w + b. Mean and variance are summed with lane_sum (double
+// totals).
 template <typename Real>
 inline void layernorm_row(Real* out, Real* mean_out, Real* rstd_out, const Real* x, const Real* w,
                           const Real* b, int C) {
-  double sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int c = 0; c < C; ++c) sum += double(x[c]);
-  const double mean = sum / C;
-  double sq = 0;  // two-pass variance: no cancellation for rows with a large mean
-#pragma omp simd reduction(+ : sq)
-  for (int c = 0; c < C; ++c) {
-    const double d = double(x[c]) - mean;
-    sq += d * d;
-  }
-  const double rstd = 1.0 / std::sqrt(sq / C + kLayerNormEps);
-  const Real mean_r = static_cast<Real>(mean), rstd_r = static_cast<Real>(rstd);
+  const double mean = lane_sum<Real>(C, [&](int c) { return x[c]; }) / C;
+  const Real mean_r = static_cast<Real>(mean);
+  // Two-pass variance: no cancellation for rows with a large mean.
+  const double var = lane_sum<Real>(C, [&](int c) { return (x[c] - mean_r) * (x[c] - mean_r); }) / C;
+  const double rstd = 1.0 / std::sqrt(var + kLayerNormEps);
+  const Real rstd_r = static_cast<Real>(rstd);
 #pragma omp simd
   for (int c = 0; c < C; ++c) out[c] = (x[c] - mean_r) * rstd_r * w[c] + b[c];
   *mean_out = mean_r;
@@ -200,7 +293,7 @@ inline void layernorm_row(Real* out, Real* mean_out, Real* rstd_out, const Real*
 template <typename Real>
 void layernorm_forward(Real* out, Real* mean, Real* rstd, const Real* inp, const Real* w,
                        const Real* b, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * C))
   for (int i = 0; i < N; ++i) {
     const size_t off = static_cast<size_t>(i) * C;
     layernorm_row(out + off, mean + i, rstd + i, inp + off, w, b, C);
@@ -212,7 +305,7 @@ template <typename Real>
 void fused_residual_layernorm_forward(Real* residual_out, Real* out, Real* mean, Real* rstd,
                                       const Real* a, const Real* b, const Real* w,
                                       const Real* bias, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * C))
   for (int i = 0; i < N; ++i) {
     const size_t off = static_cast<size_t>(i) * C;
     Real* res = residual_out + off;
@@ -230,20 +323,16 @@ void layernorm_backward(Real* dinp, Real* dw, Real* db, const Real* dout, const 
                         const Real* w, const Real* mean, const Real* rstd, int N, int C,
                         bool accumulate_dweight) {
   // Rows: each row's reduction stays inside one thread.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * C))
   for (int i = 0; i < N; ++i) {
     const size_t off = static_cast<size_t>(i) * C;
     const Real* x = inp + off;
     const Real* g_out = dout + off;
     Real* dx = dinp + off;
     const Real mu = mean[i], rs = rstd[i];
-    double sum_g = 0, sum_gn = 0;
-#pragma omp simd reduction(+ : sum_g, sum_gn)
-    for (int c = 0; c < C; ++c) {
-      const Real g = w[c] * g_out[c];
-      sum_g += double(g);
-      sum_gn += double(g) * double((x[c] - mu) * rs);
-    }
+    const double sum_g = lane_sum<Real>(C, [&](int c) { return w[c] * g_out[c]; });
+    const double sum_gn =
+        lane_sum<Real>(C, [&](int c) { return w[c] * g_out[c] * ((x[c] - mu) * rs); });
     const Real mean_g = static_cast<Real>(sum_g / C), mean_gn = static_cast<Real>(sum_gn / C);
 #pragma omp simd
     for (int c = 0; c < C; ++c) {
@@ -253,7 +342,7 @@ void layernorm_backward(Real* dinp, Real* dw, Real* db, const Real* dout, const 
   }
   // Columns: dw[c] = sum_i dout[i,c] * n[i,c], db[c] = sum_i dout[i,c], rows in order.
   const int n_blocks = (C + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * C))
   for (int block = 0; block < n_blocks; ++block) {
     const int c0 = block * kColumnBlock;
     const int width = std::min(kColumnBlock, C - c0);
@@ -288,13 +377,14 @@ void matmul_forward(Real* out, Real* gelu_pre, const Real* inp, const Real* weig
   Real* result = gelu_pre ? gelu_pre : out;
   if (bias) {
     // Seed every row with the bias and let the GEMM add onto it (beta = 1): one pass, not two.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * OC))
     for (int i = 0; i < N; ++i) std::copy(bias, bias + OC, result + static_cast<size_t>(i) * OC);
   }
-  gemm(CblasNoTrans, CblasTrans, N, OC, C, inp, C, weight, C, Real(bias ? 1 : 0), result, OC);
+  parallel_gemm(CblasNoTrans, CblasTrans, N, OC, C, inp, C, weight, C, Real(bias ? 1 : 0), result,
+                OC);
   if (gelu_pre) {
     const ptrdiff_t n = static_cast<ptrdiff_t>(N) * OC;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (worth_parallel(size_t(n)))
     for (ptrdiff_t i = 0; i < n; ++i) out[i] = gelu_tanh(gelu_pre[i]);
   }
 }
@@ -305,14 +395,14 @@ template <typename Real>
 void matmul_backward(Real* dinp, Real* dweight, Real* dbias, const Real* dout, const Real* inp,
                      const Real* weight, const Real* gelu_pre_of_inp, int N, int C, int OC,
                      bool accumulate_dweight) {
-  gemm(CblasNoTrans, CblasNoTrans, N, C, OC, dout, OC, weight, C, Real(0), dinp, C);
+  parallel_gemm(CblasNoTrans, CblasNoTrans, N, C, OC, dout, OC, weight, C, Real(0), dinp, C);
   if (gelu_pre_of_inp) {
     const ptrdiff_t n = static_cast<ptrdiff_t>(N) * C;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (worth_parallel(size_t(n)))
     for (ptrdiff_t i = 0; i < n; ++i) dinp[i] *= gelu_tanh_grad(gelu_pre_of_inp[i]);
   }
-  gemm(CblasTrans, CblasNoTrans, OC, C, N, dout, OC, inp, C, Real(accumulate_dweight ? 1 : 0),
-       dweight, C);
+  parallel_gemm(CblasTrans, CblasNoTrans, OC, C, N, dout, OC, inp, C,
+                Real(accumulate_dweight ? 1 : 0), dweight, C);
   if (dbias) column_sums(dbias, dout, N, OC, accumulate_dweight);
 }
 
@@ -335,6 +425,9 @@ constexpr int kKeyTile = 16;    // keys per register tile; score rows are padded
 constexpr int kHeadTile = 16;   // head channels per register tile of the row kernel
 
 inline int round_up(int x, int multiple) { return (x + multiple - 1) / multiple * multiple; }
+
+// Multiply-adds of one attention pass (causal: about half of B * T * T * C).
+inline size_t attention_work(int B, int T, int C) { return size_t(B) * T * (T + 1) / 2 * C; }
 
 // out[qi][j] = sum_d a[qi][d] * bt[d][j] for qi < kQueryBlock, j < n_cols (a kKeyTile multiple).
 // Row qi of a is a + min(qi, n_a_rows - 1) * a_stride; bt: [HS][ld_bt]; out: [kQueryBlock][ld_out].
@@ -477,7 +570,7 @@ void attention_forward(Real* out, Real* lse, const Real* qkv, int B, int T, int 
   const size_t row = 3 * static_cast<size_t>(C);
   const Real scale = static_cast<Real>(1.0 / std::sqrt(double(HS)));
   const int t_pad = round_up(T, kKeyTile);
-#pragma omp parallel
+#pragma omp parallel if (worth_parallel(attention_work(B, T, C)))
   {
     // Zero-initialised once: the padding columns of k_t stay zero for every head.
     std::vector<Real> k_t(static_cast<size_t>(HS) * t_pad);            // [HS][t_pad]
@@ -521,7 +614,7 @@ void attention_backward(Real* dqkv, const Real* dout, const Real* qkv, const Rea
   const size_t row = 3 * static_cast<size_t>(C);
   const Real scale = static_cast<Real>(1.0 / std::sqrt(double(HS)));
   const int t_pad = round_up(T, kKeyTile);
-#pragma omp parallel
+#pragma omp parallel if (worth_parallel(attention_work(B, T, C)))
   {
     std::vector<Real> k_t(static_cast<size_t>(HS) * t_pad), v_t(static_cast<size_t>(HS) * t_pad);
     std::vector<Real> probs(static_cast<size_t>(kQueryBlock) * t_pad);
@@ -596,25 +689,21 @@ void fused_classifier(Real* logits, Real* losses, const int* targets, Real dloss
   for (int i = 0; i < N; ++i)  // checked up front: an exception cannot leave a parallel region
     SLIM_CHECK(targets[i] >= 0 && targets[i] < V, "target ", targets[i], " at row ", i,
                " is outside the vocabulary [0, ", V, ")");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (worth_parallel(size_t(N) * V))
   for (int i = 0; i < N; ++i) {
     Real* x = logits + static_cast<size_t>(i) * Vp;
     const int target = targets[i];
     const Real target_logit = x[target];
-    Real max_logit = -std::numeric_limits<Real>::infinity();
-#pragma omp simd reduction(max : max_logit)
-    for (int j = 0; j < V; ++j) max_logit = std::max(max_logit, x[j]);
-    double sum = 0;
-    if (write_dlogits) {
-      // Keep exp(x - max) in place so the gradient pass does not recompute it.
-#pragma omp simd reduction(+ : sum)
-      for (int j = 0; j < V; ++j) {
-        x[j] = exp_vec(x[j] - max_logit);
-        sum += double(x[j]);
-      }
+    const Real max_logit = lane_max(x, V);
+    double sum;
+    if (write_dlogits) {  // keep exp(x - max) in place so the gradient pass does not redo it
+      sum = lane_sum<Real>(V, [&](int j) {
+        const Real e = exp_vec(x[j] - max_logit);
+        x[j] = e;
+        return e;
+      });
     } else {
-#pragma omp simd reduction(+ : sum)
-      for (int j = 0; j < V; ++j) sum += double(exp_vec(x[j] - max_logit));
+      sum = lane_sum<Real>(V, [&](int j) { return exp_vec(x[j] - max_logit); });
     }
     losses[i] = static_cast<Real>(double(max_logit) + std::log(sum) - double(target_logit));
     if (write_dlogits) {
@@ -646,10 +735,9 @@ double sum_squares(const Real* x, size_t n) {
 #pragma omp parallel for schedule(static) if (group_size > 1)
     for (int k = 0; k < group_size; ++k) {
       const size_t begin = (group0 + k) * kChunk, end = std::min(n, begin + kChunk);
-      double acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (size_t i = begin; i < end; ++i) acc += double(x[i]) * double(x[i]);
-      partial[k] = acc;
+      const Real* chunk = x + begin;
+      partial[k] = lane_sum<double>(static_cast<int>(end - begin),
+                                    [&](int i) { return double(chunk[i]) * double(chunk[i]); });
     }
     for (int k = 0; k < group_size; ++k) total += partial[k];
   }
@@ -666,8 +754,9 @@ void adamw_update(Real* params, Real* master, const Real* grads, Real* m, Real* 
   const Real lr = args.lr, beta1 = args.beta1, beta2 = args.beta2, eps = args.eps;
   const Real weight_decay = args.weight_decay, grad_scale = args.grad_scale;
   const Real bc1 = args.bias_correction1, bc2 = args.bias_correction2;
+  Real* weights = master ? master : params;  // the copy that is updated (branch-free loop)
   const ptrdiff_t count = static_cast<ptrdiff_t>(n);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static) if (worth_parallel(n))
   for (ptrdiff_t i = 0; i < count; ++i) {
     const Real g = grads[i] * grad_scale;
     const Real m_new = beta1 * m[i] + (Real(1) - beta1) * g;
@@ -675,9 +764,9 @@ void adamw_update(Real* params, Real* master, const Real* grads, Real* m, Real* 
     m[i] = m_new;
     v[i] = v_new;
     const Real m_hat = m_new / bc1, v_hat = v_new / bc2;
-    const Real w_old = master ? master[i] : params[i];
+    const Real w_old = weights[i];
     const Real w_new = w_old - lr * (m_hat / (std::sqrt(v_hat) + eps) + weight_decay * w_old);
-    if (master) master[i] = w_new;
+    weights[i] = w_new;
     params[i] = w_new;
   }
 }
