@@ -1,0 +1,525 @@
+// Block-wise Adam on the CPU (block_adam_cpu.h): every block kind against straightforward
+// double loops of the formula; Element partitions and blocks of one element against the CPU
+// backend's AdamW; AdamA with one micro-batch == grads mode; AdamA's m after N folds == the
+// grads-mode m of the summed gradient; a non-finite fold leaves the state untouched, and
+// unfold + undo_decay bring the state back; reductions independent of the thread count.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_ops.h"
+#include "model/param_table.h"
+#include "optim/block_adam.h"
+#include "optim/block_adam_cpu.h"
+#include "optim/partition.h"
+
+#ifndef SLIMTRAIN_TEST_TMP
+#define SLIMTRAIN_TEST_TMP "/tmp/slim_test"
+#endif
+
+using namespace slim;
+
+namespace {
+
+// A tensor of one segment, as build_partition would make it.
+TensorPartition one_segment(int64_t rows, int64_t cols, BlockKind kind, int head_dim = 0,
+                            int64_t real_rows = -1) {
+  TensorPartition t;
+  t.tensor = "test";
+  t.ndim = 2;
+  t.rows = rows;
+  t.cols = cols;
+  PartitionSegment s;
+  s.row_begin = 0;
+  s.row_end = rows;
+  s.real_rows = real_rows < 0 ? rows : real_rows;
+  s.kind = kind;
+  s.head_dim = head_dim;
+  s.v_entries = block_count(s.geometry(cols));
+  t.segments.push_back(s);
+  t.v_entries = s.v_entries;
+  return t;
+}
+
+std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> x(n);
+  for (float& e : x) e = normal(rng);
+  return x;
+}
+
+std::vector<float> positive_vector(size_t n, uint32_t seed, float scale) {
+  std::vector<float> x = random_vector(n, seed, 1.0f);
+  for (float& e : x) e = scale * (0.1f + std::fabs(e));
+  return x;
+}
+
+BlockAdamHyper hyper_at_step(int t, float grad_scale = 1.0f, float weight_decay = 0.1f) {
+  BlockAdamHyper h;
+  h.lr = 1e-2f;
+  h.beta1 = 0.9f;
+  h.beta2 = 0.95f;
+  h.eps = 1e-8f;
+  h.weight_decay = weight_decay;
+  h.grad_scale = grad_scale;
+  h.bias_correction1 = float(1.0 - std::pow(0.9, t));
+  h.bias_correction2 = float(1.0 - std::pow(0.95, t));
+  return h;
+}
+
+AdamWArgs adamw_args(const BlockAdamHyper& h) {
+  AdamWArgs a;
+  a.lr = h.lr;
+  a.beta1 = h.beta1;
+  a.beta2 = h.beta2;
+  a.eps = h.eps;
+  a.weight_decay = h.weight_decay;
+  a.grad_scale = h.grad_scale;
+  a.bias_correction1 = h.bias_correction1;
+  a.bias_correction2 = h.bias_correction2;
+  return a;
+}
+
+// Distance in units in the last place between two finite floats.
+int64_t ulp_distance(float a, float b) {
+  auto key = [](float x) {
+    int32_t i;
+    std::memcpy(&i, &x, 4);
+    return i < 0 ? int64_t(INT32_MIN) - i : int64_t(i);
+  };
+  const int64_t d = key(a) - key(b);
+  return d < 0 ? -d : d;
+}
+
+float max_abs(const std::vector<float>& x) {
+  float worst = 0.0f;
+  for (float e : x) worst = std::max(worst, std::fabs(e));
+  return worst;
+}
+
+int64_t max_ulp_distance(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  int64_t worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, ulp_distance(a[i], b[i]));
+  return worst;
+}
+
+void expect_near_all(const std::vector<float>& got, const std::vector<double>& want, double rel,
+                     double abs, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], abs + rel * std::fabs(want[i])) << what << " [" << i << "]";
+}
+
+void expect_near_all(const std::vector<float>& got, const std::vector<float>& want, double rel,
+                     double abs, const std::string& what) {
+  expect_near_all(got, std::vector<double>(want.begin(), want.end()), rel, abs, what);
+}
+
+// ---- the formula in double, with its own block numbering ------------------------------------
+
+struct Reference {
+  BlockKind kind;
+  int64_t rows, cols, head_dim, real_rows;
+  std::vector<double> w, m, v;
+
+  int64_t blocks() const {
+    switch (kind) {
+      case BlockKind::Element: return rows * cols;
+      case BlockKind::Row: return rows;
+      case BlockKind::Head: return rows / head_dim;
+      case BlockKind::Column: return cols;
+      case BlockKind::Whole: return 1;
+    }
+    return 0;
+  }
+  int64_t block_of(int64_t r, int64_t c) const {
+    switch (kind) {
+      case BlockKind::Element: return r * cols + c;
+      case BlockKind::Row: return r;
+      case BlockKind::Head: return r / head_dim;
+      case BlockKind::Column: return c;
+      case BlockKind::Whole: return 0;
+    }
+    return 0;
+  }
+  // Column and Whole means run over the real rows only.
+  bool counted(int64_t r) const {
+    return !(kind == BlockKind::Column || kind == BlockKind::Whole) || r < real_rows;
+  }
+  std::vector<double> mean_squares(const std::vector<float>& g, double scale) const {
+    std::vector<double> sum(size_t(blocks()), 0.0), count(size_t(blocks()), 0.0);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        if (!counted(r)) continue;
+        const double x = scale * double(g[size_t(r * cols + c)]);
+        sum[size_t(block_of(r, c))] += x * x;
+        count[size_t(block_of(r, c))] += 1.0;
+      }
+    for (size_t b = 0; b < sum.size(); ++b) sum[b] /= count[b];
+    return sum;
+  }
+  void step(const std::vector<float>& g, const BlockAdamHyper& h) {
+    const double b1 = h.beta1, b2 = h.beta2;
+    const std::vector<double> r = mean_squares(g, h.grad_scale);
+    for (size_t b = 0; b < v.size(); ++b) v[b] = b2 * v[b] + (1 - b2) * r[b];
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t c = 0; c < cols; ++c) {
+        const size_t i = size_t(row * cols + c);
+        m[i] = b1 * m[i] + (1 - b1) * double(h.grad_scale) * g[i];
+        const double v_hat = v[size_t(block_of(row, c))] / double(h.bias_correction2);
+        w[i] -= double(h.lr) * ((m[i] / double(h.bias_correction1)) / (std::sqrt(v_hat) + double(h.eps)) +
+                                double(h.weight_decay) * w[i]);
+      }
+  }
+};
+
+struct FloatState {
+  std::vector<float> w, m, v;
+};
+
+// Starting state shared by the float run and the reference: random w and m, positive v.
+FloatState start_state(const TensorPartition& t, uint32_t seed) {
+  const size_t n = size_t(t.rows * t.cols);
+  return {random_vector(n, seed), random_vector(n, seed + 1, 0.01f),
+          positive_vector(size_t(t.v_entries), seed + 2, 1e-4f)};
+}
+
+Reference reference_of(const TensorPartition& t, const FloatState& s) {
+  const PartitionSegment& seg = t.segments[0];
+  return {seg.kind, t.rows, t.cols, seg.head_dim, seg.real_rows,
+          std::vector<double>(s.w.begin(), s.w.end()), std::vector<double>(s.m.begin(), s.m.end()),
+          std::vector<double>(s.v.begin(), s.v.end())};
+}
+
+std::string kind_label(const TensorPartition& t) {
+  const PartitionSegment& s = t.segments[0];
+  return cat(block_kind_name(s.kind), " ", t.rows, "x", t.cols, " real ", s.real_rows);
+}
+
+// A gradient whose padded rows (at and beyond real_rows) are zero, as the model makes them.
+std::vector<float> gradient_for(const TensorPartition& t, uint32_t seed) {
+  std::vector<float> g = random_vector(size_t(t.rows * t.cols), seed, 0.3f);
+  const int64_t real = t.segments[0].real_rows;
+  std::fill(g.begin() + real * t.cols, g.end(), 0.0f);
+  return g;
+}
+
+std::vector<TensorPartition> small_examples() {
+  return {one_segment(4, 6, BlockKind::Element), one_segment(4, 6, BlockKind::Row),
+          one_segment(4, 6, BlockKind::Head, 2), one_segment(4, 6, BlockKind::Column),
+          one_segment(4, 6, BlockKind::Whole),
+          // a padded vocabulary: 6 rows of which 4 are real
+          one_segment(6, 4, BlockKind::Row, 0, 4), one_segment(6, 4, BlockKind::Column, 0, 4),
+          one_segment(6, 4, BlockKind::Whole, 0, 4)};
+}
+
+// The tiny GPT-2 with a padded vocabulary, every tensor of it.
+ModelConfig tiny_model() {
+  ModelConfig c;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_kv_head = 2;
+  c.n_embd = 16;
+  c.vocab_size = 50;
+  c.padded_vocab_size = 64;
+  c.max_seq_len = 8;
+  c.ffn_hidden = 64;
+  return c;
+}
+
+// Zeroes the padded wte rows of a flat gradient.
+void zero_padding(const ParamTable& params, std::vector<float>& g) {
+  for (const ParamInfo& p : params.params) {
+    const int64_t cols = p.shape.size() == 2 ? p.shape[1] : 1;
+    std::fill(g.begin() + int64_t(p.offset) + p.real_rows * cols, g.begin() + int64_t(p.offset + p.numel), 0.0f);
+  }
+}
+
+}  // namespace
+
+TEST(BlockAdam, GeometryOfEveryKind) {
+  BlockGeometry g{BlockKind::Head, 4, 4, 6, 2};
+  EXPECT_EQ(block_count(g), 2);
+  EXPECT_EQ(block_index(g, 3, 5), 1);
+  EXPECT_EQ(block_mean_count(g), 12);
+  g.kind = BlockKind::Column;
+  g.real_rows = 3;
+  EXPECT_EQ(block_count(g), 6);
+  EXPECT_EQ(block_index(g, 3, 5), 5);
+  EXPECT_EQ(row_v_base(g, 3) + 5 * col_v_stride(g), 5);
+  EXPECT_EQ(block_mean_count(g), 3);
+  g.kind = BlockKind::Element;
+  EXPECT_EQ(block_index(g, 3, 5), 23);
+  EXPECT_EQ(row_v_base(g, 3) + 5 * col_v_stride(g), 23);
+  g.kind = BlockKind::Whole;
+  EXPECT_EQ(block_mean_count(g), 18);
+  EXPECT_EQ(row_v_base(g, 3) + 5 * col_v_stride(g), 0);
+}
+
+TEST(BlockAdam, MeanSquaresOfEveryKindMatchDoubleLoops) {
+  for (const TensorPartition& t : small_examples()) {
+    const std::vector<float> g = gradient_for(t, 7);
+    std::vector<float> got(size_t(t.v_entries));
+    ASSERT_TRUE(block_mean_squares_cpu(t, g.data(), 0.5f, got.data()));
+    const Reference ref = reference_of(t, start_state(t, 1));
+    expect_near_all(got, ref.mean_squares(g, 0.5), 1e-6, 0.0, kind_label(t));
+  }
+}
+
+TEST(BlockAdam, GradsModeStepsOfEveryKindMatchDoubleLoops) {
+  for (const TensorPartition& t : small_examples()) {
+    FloatState s = start_state(t, 11);
+    Reference ref = reference_of(t, s);
+    for (int step = 1; step <= 5; ++step) {
+      const BlockAdamHyper h = hyper_at_step(step, 0.7f);
+      const std::vector<float> g = gradient_for(t, 100 + step);
+      block_adam_step_cpu(t, s.w.data(), g.data(), s.m.data(), s.v.data(), h);
+      ref.step(g, h);
+      const std::string label = cat(kind_label(t), " step ", step);
+      expect_near_all(s.m, ref.m, 1e-5, 1e-8, label + " m");
+      expect_near_all(s.v, ref.v, 1e-5, 1e-12, label + " v");
+      expect_near_all(s.w, ref.w, 1e-6, 1e-6, label + " w");
+    }
+  }
+}
+
+TEST(BlockAdam, ElementPartitionIsTheBackendsAdamW) {
+  // Big enough for the parallel loops of both implementations.
+  const TensorPartition t = one_segment(300, 257, BlockKind::Element);
+  FloatState mine = start_state(t, 21);
+  FloatState adamw = mine;
+  for (int step = 1; step <= 4; ++step) {
+    const BlockAdamHyper h = hyper_at_step(step, 0.8f);
+    const std::vector<float> g = random_vector(mine.w.size(), 200 + step, 0.3f);
+    block_adam_step_cpu(t, mine.w.data(), g.data(), mine.m.data(), mine.v.data(), h);
+    cpu::adamw_update<float>(adamw.w.data(), nullptr, g.data(), adamw.m.data(), adamw.v.data(),
+                             adamw.w.size(), adamw_args(h));
+  }
+  // The same expressions in the same order: equal unless the compiler contracts differently.
+  EXPECT_LE(max_ulp_distance(mine.m, adamw.m), 1);
+  EXPECT_LE(max_ulp_distance(mine.v, adamw.v), 1);
+  EXPECT_LE(max_ulp_distance(mine.w, adamw.w), 1);
+}
+
+TEST(BlockAdam, BlocksOfOneElementAreAdamW) {
+  // Row of one column, Head of one row and one column, Column of one row, Whole of one element:
+  // every block holds one element, so Adam-mini's/SlimAdam's machinery must be AdamW.
+  const std::vector<TensorPartition> cases = {
+      one_segment(5000, 1, BlockKind::Row), one_segment(5000, 1, BlockKind::Head, 1),
+      one_segment(1, 5000, BlockKind::Column), one_segment(1, 1, BlockKind::Whole)};
+  for (const TensorPartition& t : cases) {
+    FloatState mine = start_state(t, 31);
+    mine.v = positive_vector(mine.w.size(), 33, 1e-4f);
+    FloatState adamw = mine;
+    for (int step = 1; step <= 5; ++step) {
+      const BlockAdamHyper h = hyper_at_step(step, 0.6f);
+      const std::vector<float> g = random_vector(mine.w.size(), 300 + step, 0.3f);
+      block_adam_step_cpu(t, mine.w.data(), g.data(), mine.m.data(), mine.v.data(), h);
+      cpu::adamw_update<float>(adamw.w.data(), nullptr, g.data(), adamw.m.data(), adamw.v.data(),
+                               adamw.w.size(), adamw_args(h));
+    }
+    const std::string label = kind_label(t);
+    EXPECT_EQ(mine.m, adamw.m) << label;  // m never sees the block path
+    expect_near_all(mine.v, adamw.v, 5e-7, 0.0, label + " v");
+    expect_near_all(mine.w, adamw.w, 1e-7, 1e-7, label + " w");
+  }
+}
+
+TEST(BlockAdam, SlimAdamWithNoCompressedDimsIsAdamW) {
+  const ModelConfig model = tiny_model();
+  const ParamTable params = build_param_table(model);
+  const std::filesystem::path dir = std::filesystem::path(SLIMTRAIN_TEST_TMP) / "block_adam";
+  std::filesystem::create_directories(dir);
+  PartitionOptions options;
+  options.slim_rules_path = (dir / "no_compression.json").string();
+  std::ofstream(options.slim_rules_path)
+      << slim_rules_to_json(build_partition("adamw", params, model, {}));
+  const PartitionTable table = build_partition("slim_adam", params, model, options);
+  ASSERT_EQ(size_t(table.total_v), params.total_numel);
+
+  const size_t n = params.total_numel;
+  std::vector<float> w = random_vector(n, 41), m(n, 0.0f), v(n, 0.0f);
+  std::vector<float> w_ref = w, m_ref = m, v_ref = v;
+  for (int step = 1; step <= 3; ++step) {
+    std::vector<float> g = random_vector(n, 400 + step, 0.2f);
+    zero_padding(params, g);
+    for (const TensorPartition& t : table.tensors) {
+      const ParamInfo& p = params.params[t.param_index];
+      const BlockAdamHyper h = hyper_at_step(step, 0.9f, p.weight_decay ? 0.1f : 0.0f);
+      block_adam_step_cpu(t, w.data() + p.offset, g.data() + p.offset, m.data() + p.offset,
+                          v.data() + t.v_offset, h);
+      cpu::adamw_update<float>(w_ref.data() + p.offset, nullptr, g.data() + p.offset,
+                               m_ref.data() + p.offset, v_ref.data() + p.offset, p.numel, adamw_args(h));
+    }
+  }
+  EXPECT_LE(max_ulp_distance(w, w_ref), 1);
+  EXPECT_LE(max_ulp_distance(m, m_ref), 1);
+  EXPECT_LE(max_ulp_distance(v, v_ref), 1);
+}
+
+// AdamA with one micro-batch per step (fold, then apply) is grads mode, bit for bit, for every
+// tensor of the tiny model under every optimizer's partition.
+TEST(BlockAdam, AdamAWithOneMicroBatchIsGradsMode) {
+  const ModelConfig model = tiny_model();
+  const ParamTable params = build_param_table(model);
+  for (const char* optimizer : {"adamw", "adam_mini", "slim_adam"}) {
+    const PartitionTable table = build_partition(optimizer, params, model, {});
+    const size_t n = params.total_numel, nv = size_t(table.total_v);
+    std::vector<float> w = random_vector(n, 51), m(n, 0.0f), v(nv, 0.0f);
+    std::vector<float> wa = w, ma = m, va = v;
+    for (int step = 1; step <= 3; ++step) {
+      std::vector<float> g = random_vector(n, 500 + step, 0.2f);
+      zero_padding(params, g);
+      for (const TensorPartition& t : table.tensors) {
+        const ParamInfo& p = params.params[t.param_index];
+        const BlockAdamHyper h = hyper_at_step(step, 0.9f, p.weight_decay ? 0.1f : 0.0f);
+        block_adam_step_cpu(t, w.data() + p.offset, g.data() + p.offset, m.data() + p.offset,
+                            v.data() + t.v_offset, h);
+        ASSERT_TRUE(block_adam_fold_cpu(t, g.data() + p.offset, ma.data() + p.offset,
+                                        va.data() + t.v_offset, h, /*first_fold=*/true));
+        block_adam_apply_cpu(t, wa.data() + p.offset, ma.data() + p.offset, va.data() + t.v_offset, h);
+      }
+    }
+    EXPECT_EQ(m, ma) << optimizer;
+    EXPECT_EQ(v, va) << optimizer;
+    EXPECT_EQ(w, wa) << optimizer;
+    // And with adamw's partition that is the backend's AdamW.
+    if (std::string(optimizer) == "adamw") {
+      std::vector<float> wr = random_vector(n, 51), mr(n, 0.0f), vr(n, 0.0f);
+      for (int step = 1; step <= 3; ++step) {
+        std::vector<float> g = random_vector(n, 500 + step, 0.2f);
+        zero_padding(params, g);
+        for (const ParamInfo& p : params.params) {
+          const BlockAdamHyper h = hyper_at_step(step, 0.9f, p.weight_decay ? 0.1f : 0.0f);
+          cpu::adamw_update<float>(wr.data() + p.offset, nullptr, g.data() + p.offset,
+                                   mr.data() + p.offset, vr.data() + p.offset, p.numel, adamw_args(h));
+        }
+      }
+      EXPECT_LE(max_ulp_distance(wa, wr), 1);
+      EXPECT_LE(max_ulp_distance(ma, mr), 1);
+      EXPECT_LE(max_ulp_distance(va, vr), 1);
+    }
+  }
+}
+
+// After N folds AdamA's m is the grads-mode m of the summed gradient; its v is
+// b2*v + (1-b2)*s*sum_i mean_B(g_i^2) (sum of squares, not square of the sum).
+TEST(BlockAdam, AdamAFoldsAccumulateMicroBatches) {
+  const int micro_batches = 4;
+  for (const TensorPartition& t : small_examples()) {
+    FloatState grads_mode = start_state(t, 61);
+    FloatState folded = grads_mode;
+    Reference ref = reference_of(t, grads_mode);
+    BlockAdamHyper h = hyper_at_step(1, 0.8f);
+    h.fold_scale = 2.0f;
+    std::vector<float> sum(grads_mode.w.size(), 0.0f);
+    std::vector<double> fold_sum_of_means(size_t(t.v_entries), 0.0);
+    for (int i = 0; i < micro_batches; ++i) {
+      // The micro-batch loss is scaled by 1/N, so is its gradient.
+      std::vector<float> g = gradient_for(t, 600 + i);
+      for (float& x : g) x /= float(micro_batches);
+      for (size_t e = 0; e < g.size(); ++e) sum[e] += g[e];
+      const std::vector<double> r = ref.mean_squares(g, h.grad_scale);
+      for (size_t b = 0; b < r.size(); ++b) fold_sum_of_means[b] += r[b];
+      ASSERT_TRUE(block_adam_fold_cpu(t, g.data(), folded.m.data(), folded.v.data(), h, i == 0));
+    }
+    block_adam_step_cpu(t, grads_mode.w.data(), sum.data(), grads_mode.m.data(), grads_mode.v.data(), h);
+    const std::string label = kind_label(t);
+    expect_near_all(folded.m, grads_mode.m, 1e-5, 1e-8, label + " m");
+    std::vector<double> v_want(ref.v.size());
+    for (size_t b = 0; b < v_want.size(); ++b)
+      v_want[b] = 0.95 * ref.v[b] + (1 - 0.95) * double(h.fold_scale) * fold_sum_of_means[b];
+    expect_near_all(folded.v, v_want, 1e-5, 1e-12, label + " v");
+    // apply = the update line with the folded m and v.
+    std::vector<double> w_want(folded.w.size());
+    for (int64_t r = 0; r < t.rows; ++r)
+      for (int64_t c = 0; c < t.cols; ++c) {
+        const size_t e = size_t(r * t.cols + c);
+        const double v_hat = folded.v[size_t(ref.block_of(r, c))] / double(h.bias_correction2);
+        w_want[e] = folded.w[e] - double(h.lr) * ((folded.m[e] / double(h.bias_correction1)) /
+                                                      (std::sqrt(v_hat) + double(h.eps)) +
+                                                  double(h.weight_decay) * folded.w[e]);
+      }
+    block_adam_apply_cpu(t, folded.w.data(), folded.m.data(), folded.v.data(), h);
+    expect_near_all(folded.w, w_want, 1e-6, 1e-7, label + " w");
+  }
+}
+
+TEST(BlockAdam, NonFiniteFoldIsFlaggedAndLeavesTheStateAlone) {
+  const float bad_values[] = {std::numeric_limits<float>::quiet_NaN(),
+                              std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity(), 1e30f /* its square overflows */};
+  std::vector<TensorPartition> cases = small_examples();
+  cases.push_back(one_segment(300, 300, BlockKind::Element));  // the parallel check
+  cases.push_back(one_segment(300, 300, BlockKind::Whole));
+  for (const TensorPartition& t : cases)
+    for (float bad : bad_values)
+      for (bool first_fold : {true, false}) {
+        const FloatState before = start_state(t, 71);
+        FloatState s = before;
+        std::vector<float> g = gradient_for(t, 700);
+        g[g.size() / 2 - 1] = bad;  // a real row in every example
+        EXPECT_FALSE(block_adam_fold_cpu(t, g.data(), s.m.data(), s.v.data(), hyper_at_step(1), first_fold))
+            << kind_label(t) << " value " << bad;
+        EXPECT_EQ(s.m, before.m) << kind_label(t);
+        EXPECT_EQ(s.v, before.v) << kind_label(t);
+        std::vector<float> means(size_t(t.v_entries));
+        EXPECT_FALSE(block_mean_squares_cpu(t, g.data(), 1.0f, means.data())) << kind_label(t);
+      }
+}
+
+// The protocol for skipping a step whose micro-batch k failed: unfold the folds already made
+// (from recomputed gradients), undo the decay, and the state is the pre-step state again.
+TEST(BlockAdam, UnfoldAndUndoDecayRestoreThePreStepState) {
+  for (const TensorPartition& t : small_examples()) {
+    const FloatState before = start_state(t, 81);
+    FloatState s = before;
+    BlockAdamHyper h = hyper_at_step(3, 0.5f);
+    h.fold_scale = 1.5f;
+    std::vector<std::vector<float>> folded;
+    for (int i = 0; i < 3; ++i) {
+      folded.push_back(gradient_for(t, 800 + i));
+      ASSERT_TRUE(block_adam_fold_cpu(t, folded.back().data(), s.m.data(), s.v.data(), h, i == 0));
+    }
+    std::vector<float> bad = gradient_for(t, 899);
+    bad[0] = std::numeric_limits<float>::quiet_NaN();
+    ASSERT_FALSE(block_adam_fold_cpu(t, bad.data(), s.m.data(), s.v.data(), h, false));
+    const std::vector<float> m_folded = s.m, v_folded = s.v;
+    for (int i = 2; i >= 0; --i) block_adam_unfold_cpu(t, folded[size_t(i)].data(), s.m.data(), s.v.data(), h);
+    block_adam_undo_decay_cpu(t, s.m.data(), s.v.data(), h);
+    // Back to the pre-step values up to fp32 rounding of the folded magnitudes.
+    expect_near_all(s.m, before.m, 0.0, 1e-6 * max_abs(m_folded), kind_label(t) + " m");
+    expect_near_all(s.v, before.v, 0.0, 1e-6 * max_abs(v_folded), kind_label(t) + " v");
+    for (float x : s.v) EXPECT_GE(x, 0.0f);
+  }
+}
+
+TEST(BlockAdam, ReductionsDoNotDependOnTheThreadCount) {
+  const std::vector<TensorPartition> cases = {
+      one_segment(700, 333, BlockKind::Row), one_segment(700, 333, BlockKind::Head, 7),
+      one_segment(700, 333, BlockKind::Column, 0, 650), one_segment(700, 333, BlockKind::Whole, 0, 690)};
+  const int threads = omp_get_max_threads();
+  for (const TensorPartition& t : cases) {
+    const std::vector<float> g = random_vector(size_t(t.rows * t.cols), 91, 2.0f);
+    std::vector<float> one(size_t(t.v_entries)), many(size_t(t.v_entries));
+    omp_set_num_threads(1);
+    ASSERT_TRUE(block_mean_squares_cpu(t, g.data(), 0.9f, one.data()));
+    omp_set_num_threads(std::max(3, threads));
+    ASSERT_TRUE(block_mean_squares_cpu(t, g.data(), 0.9f, many.data()));
+    omp_set_num_threads(threads);
+    EXPECT_EQ(one, many) << kind_label(t);
+    // fp32 partials into double: within a few fp32 ulps of the double sum.
+    const Reference ref = reference_of(t, start_state(t, 1));
+    expect_near_all(one, ref.mean_squares(g, 0.9), 1e-6, 0.0, kind_label(t));
+  }
+}
