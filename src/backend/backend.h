@@ -18,6 +18,8 @@
 #include <string>
 
 #include "backend/allocator.h"
+#include "optim/block_adam.h"
+#include "optim/partition.h"
 
 namespace slim {
 
@@ -114,6 +116,11 @@ class Backend {
   // fp32 (params are then the master weights).
   virtual void adamw_update(void* params, float* master, const void* grads, float* m, float* v,
                             size_t n, const AdamWArgs& args) = 0;
+  // Block-wise Adam (Adam-mini / SlimAdam, OPTIMIZERS.md sections 2-3, grads mode) on one tensor:
+  // params/grads/m point at the tensor's first element, v at its first v entry (part.v_offset
+  // into the optimizer's v buffer); one v per block of `part`. master as in adamw_update.
+  virtual void block_adam_step(void* params, float* master, const void* grads, float* m, float* v,
+                               const TensorPartition& part, const BlockAdamHyper& hyper) = 0;
 
  protected:
   std::unique_ptr<TaggedAllocator> allocator_;

@@ -96,7 +96,10 @@ std::vector<Section> config_schema(RunConfig& c) {
         {"beta1", &c.optimizer.beta1},
         {"beta2", &c.optimizer.beta2},
         {"eps", &c.optimizer.eps},
-        {"weight_decay", &c.optimizer.weight_decay}}},
+        {"weight_decay", &c.optimizer.weight_decay},
+        {"adam_mini_single_block_v", &c.optimizer.adam_mini_single_block_v},
+        {"adam_mini_per_position_wpe", &c.optimizer.adam_mini_per_position_wpe},
+        {"slim_rules", &c.optimizer.slim_rules}}},
       {"training",
        {{"steps", &c.training.steps},
         {"micro_batch", &c.training.micro_batch},
@@ -677,8 +680,15 @@ void validate_run(const RunConfig& c, const Checker& check) {
         "data.train is empty: give a glob of training shards, e.g. \"data/kjv/kjv_train_*.bin\"");
 
   const OptimizerConfig& o = c.optimizer;
-  check.one_of("optimizer.kind", o.kind, {"adamw"}, {"adam_mini", "slim_adam"},
-               "planned with the memory-lean optimizers, not yet implemented");
+  check.one_of("optimizer.kind", o.kind, {"adamw", "adam_mini", "slim_adam"});
+  if (o.kind != "adam_mini" && (o.adam_mini_single_block_v || o.adam_mini_per_position_wpe))
+    check.fail("optimizer.kind",
+               cat("optimizer.adam_mini_* options apply to optimizer.kind \"adam_mini\", not \"",
+                   o.kind, "\""));
+  if (o.kind != "slim_adam" && !o.slim_rules.empty())
+    check.fail("optimizer.slim_rules",
+               cat("optimizer.slim_rules applies to optimizer.kind \"slim_adam\", not \"", o.kind,
+                   "\""));
   check.one_of(
       "optimizer.accumulation", o.accumulation, {"grads"}, {"adama"},
       "AdamA accumulation is planned with the memory-lean optimizers, not yet implemented");

@@ -29,8 +29,7 @@ struct DataConfig {
 };
 
 struct OptimizerConfig {
-  // adamw today; adam_mini and slim_adam (block-wise second moment) are accepted by the schema
-  // and rejected as planned until the memory-lean optimizers land.
+  // adamw | adam_mini | slim_adam (the last two keep v per block: OPTIMIZERS.md sections 2-3).
   std::string kind = "adamw";
   // grads: sum micro-batch gradients into a full gradient buffer. adama (fold each micro-batch
   // gradient into m and v as it is produced) is planned, same treatment as kind.
@@ -40,6 +39,12 @@ struct OptimizerConfig {
   float beta2 = 0.95f;
   float eps = 1e-8f;
   float weight_decay = 0.1f;
+  // Adam-mini (OPTIMIZERS.md section 2): one v for the value rows of qkv (the official
+  // wv_names={} advice for short runs), and per-position v for wpe (official: one block).
+  bool adam_mini_single_block_v = false;
+  bool adam_mini_per_position_wpe = false;
+  // SlimAdam (section 3): a rules JSON (from `slimtrain calibrate`); "" = the Table 1 defaults.
+  std::string slim_rules;
 };
 
 struct TrainingConfig {

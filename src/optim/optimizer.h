@@ -1,7 +1,7 @@
-// The optimizer state and update of a run. Today: AdamW with a full gradient buffer (accumulation
-// mode `grads`). The memory-lean optimizers (Adam-mini, SlimAdam, AdamA folding) extend this
-// class: it owns m and v through the tagged allocator and walks the parameter table, so the
-// partition of v per tensor has one place to live.
+// The optimizer state and update of a run: AdamW, Adam-mini or SlimAdam with a full gradient
+// buffer (accumulation mode `grads`). It owns m (one entry per parameter) and v (one entry per
+// block of the partition table: per element for AdamW, per head/row/column/tensor for the
+// memory-lean kinds) through the tagged allocator.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -9,12 +9,14 @@
 
 #include "backend/backend.h"
 #include "model/gpt.h"
+#include "optim/partition.h"
 
 namespace slim {
 
 struct OptimizerSettings {
   std::string kind = "adamw";
   float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
+  PartitionOptions partition;
 };
 
 class Optimizer {
@@ -28,6 +30,8 @@ class Optimizer {
   // gradient first (global-norm clipping). Increments the step count t (1-based in the math).
   void step(float lr, float grad_scale);
   int64_t steps_taken() const { return t_; }
+  const PartitionTable& partition() const { return partition_; }
+  size_t v_entries() const { return size_t(partition_.total_v); }
 
   // Checkpoint state: fp32 host copies of m and v, and the step count.
   std::vector<float> m_to_host() const;
@@ -38,6 +42,7 @@ class Optimizer {
   OptimizerSettings settings_;
   GptModel& model_;
   Backend& backend_;
+  PartitionTable partition_;
   float* m_ = nullptr;
   float* v_ = nullptr;
   int64_t t_ = 0;

@@ -23,6 +23,14 @@ std::vector<float> floats_from_blob(const LoadedCheckpoint& ckpt, const std::str
 
 }  // namespace
 
+PartitionOptions partition_options(const OptimizerConfig& optimizer) {
+  PartitionOptions options;
+  options.adam_mini_single_block_v = optimizer.adam_mini_single_block_v;
+  options.adam_mini_per_position_wpe = optimizer.adam_mini_per_position_wpe;
+  options.slim_rules_path = optimizer.slim_rules;
+  return options;
+}
+
 std::string save_run_checkpoint(const RunConfig& config, GptModel& model, const Optimizer& optimizer,
                                 const RunProgress& progress) {
   const std::vector<float> params = model.params_to_host();
@@ -35,8 +43,11 @@ std::string save_run_checkpoint(const RunConfig& config, GptModel& model, const 
   run["train_cursor"] = progress.train_cursor;
   run["world_size"] = 1;
   run["dtype"] = "fp32";
-  run["optimizer"] = {{"kind", config.optimizer.kind}, {"steps_taken", optimizer.steps_taken()},
-                      {"state", {"m", "v"}}, {"state_dtype", "fp32"}};
+  run["optimizer"] = {{"kind", config.optimizer.kind},
+                      {"steps_taken", optimizer.steps_taken()},
+                      {"state", {"m", "v"}},
+                      {"state_dtype", "fp32"},
+                      {"v_entries", optimizer.v_entries()}};
   nlohmann::json tensors = nlohmann::json::array();
   for (const ParamInfo& p : model.table().params)
     tensors.push_back({{"name", p.name}, {"shape", p.shape}, {"offset", p.offset}});
@@ -68,8 +79,11 @@ LoadedRun load_run_checkpoint(const std::string& dir, bool with_optimizer) {
   const size_t n = build_param_table(out.config.model).total_numel;
   out.params = floats_from_blob(ckpt, "params", n);
   if (with_optimizer) {
+    const PartitionTable partition =
+        build_partition(out.config.optimizer.kind, build_param_table(out.config.model),
+                        out.config.model, partition_options(out.config.optimizer));
     out.m = floats_from_blob(ckpt, "optimizer_m", n);
-    out.v = floats_from_blob(ckpt, "optimizer_v", n);
+    out.v = floats_from_blob(ckpt, "optimizer_v", size_t(partition.total_v));
   }
   return out;
 }

@@ -17,6 +17,9 @@ struct RunProgress {
   std::string train_cursor;   // DataLoader cursor (cursor_to_string) of the next batch
 };
 
+// The partition options a config asks for (optimizer section).
+PartitionOptions partition_options(const OptimizerConfig& optimizer);
+
 // Writes OUT_DIR/step_<step>/ and prunes to config.checkpoint.keep. Returns the directory.
 std::string save_run_checkpoint(const RunConfig& config, GptModel& model, const Optimizer& optimizer,
                                 const RunProgress& progress);

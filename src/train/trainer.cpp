@@ -180,6 +180,7 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
   settings.beta2 = config.optimizer.beta2;
   settings.eps = config.optimizer.eps;
   settings.weight_decay = config.optimizer.weight_decay;
+  settings.partition = partition_options(config.optimizer);
   Optimizer optimizer(settings, model);
 
   DataLoader train_loader(config.data.train, B, T, 0, 1, config.data.shuffle, config.seed,
@@ -207,6 +208,8 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
               config.model.family.c_str(), format_thousands((long long)n_params).c_str(), B, T,
               accum, format_thousands((long long)tokens_per_step).c_str(),
               format_thousands((long long)train_loader.total_tokens()).c_str());
+  std::printf("optimizer %s, second-moment partition:\n%s", config.optimizer.kind.c_str(),
+              optimizer.partition().format().c_str());
   std::printf("memory (bytes held by the allocator):\n%s", backend->allocator().table(n_params).c_str());
   std::printf("clipping: %s\n", tc.grad_clip > 0 ? cat("global norm ", tc.grad_clip).c_str() : "off");
   std::fflush(stdout);

@@ -2,6 +2,9 @@
 // of cpu_ops.h.
 #include "backend/cpu/cpu_backend.h"
 
+#include "optim/block_adam_cpu.h"
+#include "util/error.h"
+
 #include <cstdlib>
 #include <cstring>
 
@@ -104,6 +107,13 @@ double CpuBackend::sum_squares(const void* x, size_t n) { return cpu::sum_square
 void CpuBackend::adamw_update(void* params, float* master, const void* grads, float* m, float* v,
                               size_t n, const AdamWArgs& args) {
   cpu::adamw_update(f32(params), master, f32(grads), m, v, n, args);
+}
+
+void CpuBackend::block_adam_step(void* params, float* master, const void* grads, float* m,
+                                 float* v, const TensorPartition& part,
+                                 const BlockAdamHyper& hyper) {
+  SLIM_CHECK(master == nullptr, "the cpu backend is fp32: its parameters are the master weights");
+  block_adam_step_cpu(part, f32(params), f32(grads), m, v, hyper);
 }
 
 }  // namespace slim

@@ -52,6 +52,8 @@ class CpuBackend final : public Backend {
   double sum_squares(const void* x, size_t n) override;
   void adamw_update(void* params, float* master, const void* grads, float* m, float* v, size_t n,
                     const AdamWArgs& args) override;
+  void block_adam_step(void* params, float* master, const void* grads, float* m, float* v,
+                       const TensorPartition& part, const BlockAdamHyper& hyper) override;
 };
 
 }  // namespace slim
