@@ -7,4 +7,4 @@ scripts/setup.sh
 scripts/build.sh
 scripts/shards.sh
 cd build
-ctest --output-on-failure --timeout 900 "$@"
+ctest --output-on-failure --timeout 900 -j2 "$@"
