@@ -263,7 +263,7 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
       std::printf("step %5lld/%d | loss %.4f | lr %.2e | norm %.4f | %s tok/s | %.1f ms | eta %s\n",
                   (long long)completed, tc.steps, loss, lr, grad_norm,
                   format_thousands(std::llround(tokens_per_s)).c_str(), seconds * 1e3,
-                  format_duration(avg * double(tc.steps - completed)).c_str());
+                  (timed_steps ? format_duration(avg * double(tc.steps - completed)) : std::string("-")).c_str());
       std::fflush(stdout);
     }
     metrics.write({{"step", completed}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},

@@ -1198,6 +1198,12 @@ class WorkerPool {
   int threads_ = 0;
 };
 
+// The singletons are built before main(), not on first use: in the TSan variant this file is not
+// instrumented, so TSan cannot see the guard of a function-local static and would take two rank
+// threads racing to their first launch for a data race on the singleton.
+[[maybe_unused]] const bool kSingletonsBuilt =
+    (settings(), report_log(), WorkerPool::instance(), true);
+
 std::string validate_configuration(dim3 grid, dim3 block) {
   const uint64_t threads = static_cast<uint64_t>(block.x) * block.y * block.z;
   if (block.x == 0 || block.y == 0 || block.z == 0)
