@@ -17,24 +17,14 @@
 #include "util/error.h"
 #include "util/hash.h"
 
-#ifndef SLIMTRAIN_TEST_TMP
-#define SLIMTRAIN_TEST_TMP "/tmp/slim_test"
-#endif
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
 
-// A fresh, empty directory per test, so tests never see each other's files.
-std::string fresh_test_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  const fs::path dir = fs::path(SLIMTRAIN_TEST_TMP) / "checkpoint" /
-                       (std::string(info->test_suite_name()) + "." + info->name());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+std::string fresh_test_dir() { return slim::test::fresh_test_dir("checkpoint"); }
 
 std::string cat_path(const std::string& dir, const std::string& name) {
   return (fs::path(dir) / name).string();

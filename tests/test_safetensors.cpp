@@ -15,9 +15,7 @@
 #include "model/param_table.h"
 #include "util/error.h"
 
-#ifndef SLIMTRAIN_TEST_TMP
-#define SLIMTRAIN_TEST_TMP "/tmp/slim_test"
-#endif
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -25,14 +23,7 @@ using slim::StDType;
 
 namespace {
 
-std::string fresh_test_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  const fs::path dir = fs::path(SLIMTRAIN_TEST_TMP) / "safetensors" /
-                       (std::string(info->test_suite_name()) + "." + info->name());
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+std::string fresh_test_dir() { return slim::test::fresh_test_dir("safetensors"); }
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -19,9 +19,7 @@
 #include "io/safetensors.h"
 #include "util/rng.h"
 
-#ifndef SLIMTRAIN_TEST_TMP
-#define SLIMTRAIN_TEST_TMP "/tmp/slim_test"
-#endif
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 
@@ -69,9 +67,7 @@ std::vector<std::string> loss_records(const std::string& metrics_path) {
 class TrainCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::path(SLIMTRAIN_TEST_TMP) /
-           ("train_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(dir_);
+    dir_ = slim::test::fresh_test_dir("train");
     fs::create_directories(dir_ / "data");
     Rng rng(7);
     // Token streams with some structure (a repeating pattern plus noise) so the loss falls.

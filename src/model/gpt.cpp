@@ -3,26 +3,13 @@
 // the attention keeps only its log-sum-exp (flash-style), never a [T, T] matrix.
 #include "model/gpt.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "util/error.h"
 #include "util/rng.h"
 
 namespace slim {
-
-ActivationPlan plan_activations(const ModelConfig& c, int B, int T) {
-  const size_t BT = size_t(B) * T, C = c.n_embd, L = c.n_layer, NH = c.n_head,
-               F = c.ffn_hidden, Vp = c.padded_vocab_size;
-  ActivationPlan plan;
-  // encoded, ln1, qkv, atty, residual2, ln2, fch, fch_gelu, residual3, lnf, logits
-  plan.x_elems = BT * C + L * BT * (C + 3 * C + C + C + C + F + F + C) + BT * C + BT * Vp;
-  // ln1 mean/rstd, lse, ln2 mean/rstd, lnf mean/rstd, losses
-  plan.f32_elems = L * BT * 2 + L * BT * NH + L * BT * 2 + BT * 2 + BT;
-  plan.int_elems = 2 * BT;
-  // dresidual, scratch_btc, scratch_bt4c (holds d(fch) [BT,F] and d(qkv) [BT,3C])
-  plan.scratch_x_elems = BT * C * 2 + BT * std::max(F, 3 * C);
-  return plan;
-}
 
 GptModel::GptModel(const ModelConfig& config, Backend& backend)
     : config_(config), backend_(backend), table_(build_param_table(config)) {

@@ -12,16 +12,6 @@
 
 namespace slim {
 
-// Which buffers the activation plan holds for a given micro-batch shape, in elements, so that
-// the memory planner can predict them without allocating.
-struct ActivationPlan {
-  size_t x_elems = 0;       // compute-dtype activations kept for the backward (+ logits)
-  size_t f32_elems = 0;     // fp32 statistics: LN mean/rstd, attention lse, losses
-  size_t int_elems = 0;     // token ids and targets
-  size_t scratch_x_elems = 0;  // backward scratch in the compute dtype
-};
-ActivationPlan plan_activations(const ModelConfig& config, int B, int T);
-
 class GptModel {
  public:
   GptModel(const ModelConfig& config, Backend& backend);

@@ -29,12 +29,6 @@ const ParamInfo& ParamTable::find(const std::string& name) const {
   throw Error(cat("no parameter named '", name, "' in the model"));
 }
 
-const ParamInfo* ParamTable::find_role(ParamRole role, int layer) const {
-  for (const auto& p : params)
-    if (p.role == role && p.layer == layer) return &p;
-  return nullptr;
-}
-
 namespace {
 
 struct TableBuilder {

@@ -54,7 +54,6 @@ struct ParamTable {
   size_t total_numel = 0;
 
   const ParamInfo& find(const std::string& name) const;  // throws Error naming the tensor
-  const ParamInfo* find_role(ParamRole role, int layer) const;
 };
 
 // Builds the table for a model config (GPT-2 order: wte, wpe, per layer ln1.w, ln1.b, qkv.w,
