@@ -36,6 +36,16 @@ struct AdamWArgs {
   float grad_scale;    // multiplies the gradient first (clipping and 1/accumulation live here)
   float bias_correction1;  // 1 - beta1^t
   float bias_correction2;  // 1 - beta2^t
+  uint32_t seed = 0;       // stochastic-rounding seed of this step and tensor (bf16 params only)
+};
+
+// AdamA's bookkeeping for one optimizer step, kept in backend memory (the optimizer allocates it
+// under the Workspace tag and clears it at the step's start) so that a GPU fold never waits for
+// the host. The host reads it once per micro-batch.
+struct FoldStatus {
+  int nonfinite = 0;            // sticky: set by a fold that met a non-finite gradient value
+  int committed = 0;            // folds written into m and v since the status was cleared
+  double raw_sum_squares = 0.0; // sum over committed folds of ||g||^2, unscaled (lagged-clip proxy)
 };
 
 class Backend {
@@ -121,6 +131,28 @@ class Backend {
   // into the optimizer's v buffer); one v per block of `part`. master as in adamw_update.
   virtual void block_adam_step(void* params, float* master, const void* grads, float* m, float* v,
                                const TensorPartition& part, const BlockAdamHyper& hyper) = 0;
+
+  // AdamA (OPTIMIZERS.md sections 5.2 and 5.4), one tensor at a time, pointers as in
+  // block_adam_step. status lives in backend memory.
+  // Fold one micro-batch gradient into m and v (first_fold: decay m by beta1 and v by beta2 first;
+  // hyper.fold_scale is s). When status->nonfinite is already set, or this gradient has a
+  // non-finite (grad_scale*g)^2 or block mean, nothing is written and status->nonfinite is set;
+  // otherwise m and v are updated, status->committed is incremented and ||g||^2 (unscaled) is
+  // added to status->raw_sum_squares. Deterministic.
+  virtual void block_adam_fold(const void* grads, float* m, float* v, const TensorPartition& part,
+                               const BlockAdamHyper& hyper, bool first_fold,
+                               FoldStatus* status) = 0;
+  // The step's weight update from the folded m and v. hyper.update_clip > 0 clips the update by
+  // its RMS over the tensor's real elements: u = m_hat/(sqrt(v_hat)+eps) is scaled by
+  // min(1, update_clip / rms(u)) (weight decay is not scaled).
+  virtual void block_adam_apply(void* params, float* master, const float* m, const float* v,
+                                const TensorPartition& part, const BlockAdamHyper& hyper) = 0;
+  // Take one committed fold of `grads` (same hyper) back out of m and v; undo_decay divides m by
+  // beta1 and v by beta2. Used only to restore the state when a step is skipped.
+  virtual void block_adam_unfold(const void* grads, float* m, float* v,
+                                 const TensorPartition& part, const BlockAdamHyper& hyper) = 0;
+  virtual void block_adam_undo_decay(float* m, float* v, const TensorPartition& part,
+                                     const BlockAdamHyper& hyper) = 0;
 
  protected:
   std::unique_ptr<TaggedAllocator> allocator_;

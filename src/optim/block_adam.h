@@ -65,6 +65,8 @@ struct BlockAdamHyper {
   float bias_correction1 = 1.0f;  // 1 - beta1^t, t = optimizer steps including this one
   float bias_correction2 = 1.0f;  // 1 - beta2^t
   float fold_scale = 1.0f;    // AdamA's s: v_B += (1-b2)*s*mean_B(g_i^2)
+  float update_clip = 0.0f;   // AdamA apply: clip the update's RMS over the tensor to this (0 = off)
+  uint32_t seed = 0;          // stochastic-rounding seed of this step and tensor (bf16 params)
 };
 
 // ---- geometry ---------------------------------------------------------------------------
@@ -159,6 +161,29 @@ SLIM_HD inline float undo_decay(float state, float beta) { return state / beta; 
 SLIM_HD inline float adam_apply(float w, float m, float v, const BlockAdamHyper& h) {
   const float m_hat = m / h.bias_correction1, v_hat = v / h.bias_correction2;
   return w - h.lr * (m_hat / (sqrtf(v_hat) + h.eps) + h.weight_decay * w);
+}
+
+// The Adam direction u = m_hat/(sqrt(v_hat)+eps) of one element, whose square update clipping
+// averages over the tensor.
+SLIM_HD inline float adam_direction(float m, float v, const BlockAdamHyper& h) {
+  const float m_hat = m / h.bias_correction1, v_hat = v / h.bias_correction2;
+  return m_hat / (sqrtf(v_hat) + h.eps);
+}
+
+// Update clipping's multiplier from the tensor's mean of u^2: min(1, update_clip / rms).
+SLIM_HD inline float update_clip_scale(double mean_square_direction, float update_clip) {
+  if (update_clip <= 0.0f) return 1.0f;
+  const double rms = sqrt(mean_square_direction);
+  return rms > double(update_clip) ? float(double(update_clip) / rms) : 1.0f;
+}
+
+// adam_apply with the direction scaled by update clipping. Callers use adam_apply when scale == 1:
+// the compiler may contract the two expressions differently, and unclipped AdamA must stay
+// bitwise equal to AdamW.
+SLIM_HD inline float adam_apply_scaled(float w, float m, float v, const BlockAdamHyper& h,
+                                       float scale) {
+  const float m_hat = m / h.bias_correction1, v_hat = v / h.bias_correction2;
+  return w - h.lr * (scale * (m_hat / (sqrtf(v_hat) + h.eps)) + h.weight_decay * w);
 }
 
 }  // namespace slim
