@@ -374,8 +374,17 @@ TEST(ConfigErrors, PlannedFeaturesSaySo) {
       {"adam_mini", "adamw"});
   expect_contains_all(parse_error(R"({"optimizer": {"kind": "adam_mini", "slim_rules": "x"}})"),
                       {"optimizer.slim_rules", "slim_adam"});
-  expect_contains_all(parse_error(R"({"optimizer": {"accumulation": "adama"}})"),
-                      {"optimizer.accumulation = \"adama\"", "planned", "grads"});
+  EXPECT_EQ(parse_run_config(R"({"optimizer": {"accumulation": "adama"}})", {})
+                .optimizer.accumulation,
+            "adama");
+  expect_contains_all(parse_error(R"({"optimizer": {"accumulation": "adam_a"}})"),
+                      {"optimizer.accumulation", "adam_a", "grads", "adama"});
+  expect_contains_all(parse_error(R"({"optimizer": {"adama_clip": "global"}})"),
+                      {"optimizer.adama_clip", "lagged", "update", "none"});
+  expect_contains_all(parse_error(R"({"optimizer": {"update_clip": 0}})"),
+                      {"optimizer.update_clip"});
+  expect_contains_all(parse_error(R"({"training": {"recompute": 3}})"),
+                      {"training.recompute", "3", "GELU"});
 }
 
 TEST(ConfigErrors, IndivisibleBatchGivesTheNumbersAndNearestTotals) {

@@ -104,6 +104,9 @@ class Backend {
                                const void* inp, const void* weight, const void* gelu_pre_of_inp,
                                int N, int C, int OC, bool accumulate_dweight) = 0;
 
+  // out[n] = gelu_tanh(inp[n]) (the matmul's GELU epilogue on its own: activation recompute).
+  virtual void gelu_forward(void* out, const void* inp, size_t n) = 0;
+
   // Causal multi-head self-attention. qkv[B,T,3C] holds per token q, k, v, each [NH][HS]
   // (HS = C/NH). out[B,T,C] is [NH][HS] per token. lse[B,NH,T] fp32 is the log-sum-exp of each
   // query's scaled scores, kept for the backward; no [T,T] matrix is stored.

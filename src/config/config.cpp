@@ -99,7 +99,11 @@ std::vector<Section> config_schema(RunConfig& c) {
         {"weight_decay", &c.optimizer.weight_decay},
         {"adam_mini_single_block_v", &c.optimizer.adam_mini_single_block_v},
         {"adam_mini_per_position_wpe", &c.optimizer.adam_mini_per_position_wpe},
-        {"slim_rules", &c.optimizer.slim_rules}}},
+        {"slim_rules", &c.optimizer.slim_rules},
+        {"adama_clip", &c.optimizer.adama_clip},
+        {"update_clip", &c.optimizer.update_clip},
+        {"adama_scale", &c.optimizer.adama_scale},
+        {"master_weights", &c.optimizer.master_weights}}},
       {"training",
        {{"steps", &c.training.steps},
         {"micro_batch", &c.training.micro_batch},
@@ -109,7 +113,8 @@ std::vector<Section> config_schema(RunConfig& c) {
         {"warmup_steps", &c.training.warmup_steps},
         {"min_lr_fraction", &c.training.min_lr_fraction},
         {"wsd_decay_fraction", &c.training.wsd_decay_fraction},
-        {"grad_clip", &c.training.grad_clip}}},
+        {"grad_clip", &c.training.grad_clip},
+        {"recompute", &c.training.recompute}}},
       {"eval",
        {{"every", &c.eval.every},
         {"batches", &c.eval.batches},
@@ -689,9 +694,10 @@ void validate_run(const RunConfig& c, const Checker& check) {
     check.fail("optimizer.slim_rules",
                cat("optimizer.slim_rules applies to optimizer.kind \"slim_adam\", not \"", o.kind,
                    "\""));
-  check.one_of(
-      "optimizer.accumulation", o.accumulation, {"grads"}, {"adama"},
-      "AdamA accumulation is planned with the memory-lean optimizers, not yet implemented");
+  check.one_of("optimizer.accumulation", o.accumulation, {"grads", "adama"});
+  check.one_of("optimizer.adama_clip", o.adama_clip, {"lagged", "update", "none"});
+  check.positive_float("optimizer.update_clip", o.update_clip);
+  check.positive_float("optimizer.adama_scale", o.adama_scale);
   check.positive_float("optimizer.lr", o.lr);
   check.in_interval("optimizer.beta1", o.beta1, 0.0f, 1.0f, true);
   check.in_interval("optimizer.beta2", o.beta2, 0.0f, 1.0f, true);
@@ -718,6 +724,11 @@ void validate_run(const RunConfig& c, const Checker& check) {
   check.in_interval("training.min_lr_fraction", t.min_lr_fraction, 0.0f, 1.0f, false);
   check.in_interval("training.wsd_decay_fraction", t.wsd_decay_fraction, 0.0f, 1.0f, false);
   check.non_negative_float("training.grad_clip", t.grad_clip, " (0 = no clipping)");
+  if (t.recompute < 0 || t.recompute > 2)
+    check.fail("training.recompute",
+               cat("training.recompute = ", t.recompute,
+                   " is out of range: use 0 (keep all activations), 1 (recompute GELU) or 2 "
+                   "(recompute GELU and LayerNorm)"));
 
   check.non_negative("eval.every", c.eval.every, "never");
   check.non_negative("eval.batches", c.eval.batches, "the whole validation set");

@@ -31,9 +31,21 @@ struct DataConfig {
 struct OptimizerConfig {
   // adamw | adam_mini | slim_adam (the last two keep v per block: OPTIMIZERS.md sections 2-3).
   std::string kind = "adamw";
-  // grads: sum micro-batch gradients into a full gradient buffer. adama (fold each micro-batch
-  // gradient into m and v as it is produced) is planned, same treatment as kind.
+  // grads: sum micro-batch gradients into a full gradient buffer, update at the end.
+  // adama: fold each micro-batch's gradient into m and v the moment the backward produces it
+  // (OPTIMIZERS.md section 5), so no full gradient buffer exists; apply at the end.
   std::string accumulation = "grads";
+  // Clipping under adama, where the exact global norm never exists (section 5.3):
+  //   lagged: scale every fold of step t by min(1, training.grad_clip / sqrt(P_{t-1})), P the
+  //           sum of the previous step's micro-batch ||g_i||^2;
+  //   update: clip each tensor's update u = m_hat/(sqrt(v_hat)+eps) to RMS <= update_clip;
+  //   none.
+  std::string adama_clip = "lagged";
+  float update_clip = 1.0f;
+  float adama_scale = 1.0f;  // AdamA's s: v += (1-beta2)*s*mean(g_i^2); 1 = variant A
+  // bf16 runs: keep fp32 master weights (false: update the bf16 weights in place with
+  // stochastic rounding, the leanest layout).
+  bool master_weights = true;
   float lr = 6e-4f;
   float beta1 = 0.9f;
   float beta2 = 0.95f;
@@ -60,6 +72,7 @@ struct TrainingConfig {
   float min_lr_fraction = 0.0f;     // final lr = lr * min_lr_fraction
   float wsd_decay_fraction = 0.2f;  // wsd: the last fraction of steps decays (1-sqrt)
   float grad_clip = 1.0f;           // global-norm clip; 0 = off
+  int recompute = 0;                // 0 keep all activations, 1 recompute GELU, 2 GELU+LayerNorm
 };
 
 struct EvalConfig {

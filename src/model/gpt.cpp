@@ -27,6 +27,32 @@ GptModel::GptModel(const ModelConfig& config, Backend& backend)
                        at(h + "mlp.proj.bias")});
   }
   params_ = backend_.alloc(table_.total_numel * backend_.x_size(), MemTag::Params, "parameters");
+
+  auto index_of = [&](const std::string& name) {
+    return size_t(&table_.find(name) - table_.params.data());
+  };
+  wte_index_ = index_of("wte");
+  wpe_index_ = index_of("wpe");
+  lnfw_index_ = index_of("lnf.weight");
+  lnfb_index_ = index_of("lnf.bias");
+  layer_params_.resize(config_.n_layer);
+  layer_begin_.assign(config_.n_layer, table_.total_numel);
+  std::vector<size_t> layer_end(config_.n_layer, 0);
+  for (size_t i = 0; i < table_.params.size(); ++i) {
+    const ParamInfo& p = table_.params[i];
+    if (p.layer < 0) continue;
+    layer_params_[p.layer].push_back(i);
+    layer_begin_[p.layer] = std::min(layer_begin_[p.layer], p.offset);
+    layer_end[p.layer] = std::max(layer_end[p.layer], p.offset + p.numel);
+  }
+  layer_numel_ = layer_end[0] - layer_begin_[0];
+  for (int l = 0; l < config_.n_layer; ++l) {
+    size_t sum = 0;
+    for (size_t i : layer_params_[l]) sum += table_.params[i].numel;
+    // The layer scratch maps a block's tensors by their offset within the block.
+    SLIM_CHECK(layer_end[l] - layer_begin_[l] == layer_numel_ && sum == layer_numel_,
+               "block ", l, " is not one contiguous run of the parameter table like block 0");
+  }
 }
 
 GptModel::~GptModel() {
@@ -34,7 +60,7 @@ GptModel::~GptModel() {
                     (void*)ln1_rstd_, qkv_, atty_, (void*)att_lse_, residual2_, ln2_,
                     (void*)ln2_mean_, (void*)ln2_rstd_, fch_, fch_gelu_, residual3_, lnf_,
                     (void*)lnf_mean_, (void*)lnf_rstd_, logits_, (void*)losses_, dresidual_,
-                    scratch_btc_, scratch_bt4c_, grads_, params_})
+                    scratch_btc_, scratch_bt4c_, grads_, layer_grads_, outer_grads_, params_})
     backend_.release(ptr);
 }
 
@@ -89,10 +115,54 @@ void GptModel::allocate_grads() {
   zero_grads();
 }
 
-void GptModel::zero_grads() { backend_.zero(grads_, table_.total_numel * backend_.x_size()); }
+void GptModel::zero_grads() {
+  if (grads_) backend_.zero(grads_, table_.total_numel * backend_.x_size());
+}
 
-void GptModel::allocate_activations(int B, int T) {
+void GptModel::allocate_layer_grads(GradSink sink) {
+  SLIM_CHECK(!grads_ && !layer_grads_, "gradient buffers are allocated once");
+  const size_t xs = backend_.x_size();
+  const size_t outer = table_.params[wte_index_].numel + table_.params[wpe_index_].numel +
+                       table_.params[lnfw_index_].numel + table_.params[lnfb_index_].numel;
+  layer_grads_ = backend_.alloc(layer_numel_ * xs, MemTag::Grads, "one block's gradients");
+  outer_grads_ = backend_.alloc(outer * xs, MemTag::Grads, "wte/wpe/lnf gradients");
+  sink_ = std::move(sink);
+}
+
+void* GptModel::G(size_t offset) {
+  if (grads_) return x_at(grads_, offset);
+  SLIM_CHECK(layer_grads_, "backward before allocate_grads() or allocate_layer_grads()");
+  // Outside the blocks: wte | wpe | lnf.weight | lnf.bias, packed in that order.
+  size_t packed = 0;
+  for (size_t index : {wte_index_, wpe_index_, lnfw_index_, lnfb_index_}) {
+    const ParamInfo& p = table_.params[index];
+    if (offset >= p.offset && offset < p.offset + p.numel)
+      return x_at(outer_grads_, packed + (offset - p.offset));
+    packed += p.numel;
+  }
+  for (size_t l = 0; l < layer_begin_.size(); ++l)
+    if (offset >= layer_begin_[l] && offset < layer_begin_[l] + layer_numel_)
+      return x_at(layer_grads_, offset - layer_begin_[l]);
+  throw Error(cat("internal: no gradient buffer for parameter offset ", offset));
+}
+
+void GptModel::hand_over(size_t param_index) {
+  if (grads_) return;  // full mode: gradients stay in the buffer for the optimizer step
+  SLIM_CHECK(sink_, "adama mode needs a gradient sink");
+  sink_(param_index, G(table_.params[param_index].offset));
+}
+
+void GptModel::hand_over_layer(int layer) {
+  for (size_t index : layer_params_[layer]) hand_over(index);
+}
+
+void GptModel::allocate_activations(int B, int T, int recompute) {
   SLIM_CHECK(!encoded_, "activations are allocated once");
+  if (recompute < 0 || recompute > 2)
+    throw UsageError(cat("training.recompute = ", recompute,
+                         " is not valid; use 0 (keep all), 1 (recompute GELU) or 2 (GELU and "
+                         "LayerNorm)"));
+  recompute_ = recompute;
   if (T > config_.max_seq_len)
     throw UsageError(cat("training.seq_len ", T, " exceeds model.max_seq_len ",
                          config_.max_seq_len, "; lower seq_len or raise max_seq_len"));
@@ -110,18 +180,20 @@ void GptModel::allocate_activations(int B, int T) {
   inputs_ = static_cast<int*>(backend_.alloc(BT * 4, MemTag::Activations, "inputs"));
   targets_ = static_cast<int*>(backend_.alloc(BT * 4, MemTag::Activations, "targets"));
   encoded_ = X(BT * C, "encoded");
-  ln1_ = X(L * BT * C, "ln1");
+  // Recomputed activations keep one layer's buffer, refilled in the backward.
+  const size_t ln_layers = recompute_ >= 2 ? 1 : L, gelu_layers = recompute_ >= 1 ? 1 : L;
+  ln1_ = X(ln_layers * BT * C, "ln1");
   ln1_mean_ = F32(L * BT, "ln1_mean");
   ln1_rstd_ = F32(L * BT, "ln1_rstd");
   qkv_ = X(L * BT * 3 * C, "qkv");
   atty_ = X(L * BT * C, "atty");
   att_lse_ = F32(L * BT * NH, "att_lse");
   residual2_ = X(L * BT * C, "residual2");
-  ln2_ = X(L * BT * C, "ln2");
+  ln2_ = X(ln_layers * BT * C, "ln2");
   ln2_mean_ = F32(L * BT, "ln2_mean");
   ln2_rstd_ = F32(L * BT, "ln2_rstd");
   fch_ = X(L * BT * F, "fch");
-  fch_gelu_ = X(L * BT * F, "fch_gelu");
+  fch_gelu_ = X(gelu_layers * BT * F, "fch_gelu");
   residual3_ = X(L * BT * C, "residual3");
   lnf_ = X(BT * C, "lnf");
   lnf_mean_ = F32(BT, "lnf_mean");
@@ -155,18 +227,18 @@ float GptModel::forward(const int* inputs, const int* targets, int B, int T, flo
   backend_.encoder_forward(encoded_, inputs_, P(wte_), P(wpe_), B, T, C);
   // Layer 0's first LayerNorm has no residual add in front of it; every later LayerNorm
   // (ln1 of layer l>0, ln2, lnf) is fused with the residual add that precedes it.
-  backend_.layernorm_forward(ln1_, ln1_mean_, ln1_rstd_, encoded_, P(layers_[0].ln1w),
+  backend_.layernorm_forward(ln1_at(0), ln1_mean_, ln1_rstd_, encoded_, P(layers_[0].ln1w),
                              P(layers_[0].ln1b), N, C);
   for (int l = 0; l < L; ++l) {
     const LayerOffsets& w = layers_[l];
     const void* residual = l == 0 ? encoded_ : x_at(residual3_, (l - 1) * NC);
-    void* l_ln1 = x_at(ln1_, l * NC);
+    void* l_ln1 = ln1_at(l);
     void* l_qkv = x_at(qkv_, l * NC * 3);
     void* l_atty = x_at(atty_, l * NC);
     void* l_residual2 = x_at(residual2_, l * NC);
-    void* l_ln2 = x_at(ln2_, l * NC);
+    void* l_ln2 = ln2_at(l);
     void* l_fch = x_at(fch_, l * size_t(N) * F);
-    void* l_fch_gelu = x_at(fch_gelu_, l * size_t(N) * F);
+    void* l_fch_gelu = fch_gelu_at(l);
     void* l_residual3 = x_at(residual3_, l * NC);
 
     backend_.matmul_forward(l_qkv, nullptr, l_ln1, P(w.qkvw), P(w.qkvb), N, C, 3 * C);
@@ -181,7 +253,7 @@ float GptModel::forward(const int* inputs, const int* targets, int B, int T, flo
     // The residual add after the MLP is fused with the next LayerNorm: ln1 of layer l+1, or lnf.
     if (l + 1 < L) {
       backend_.fused_residual_layernorm_forward(
-          l_residual3, x_at(ln1_, (l + 1) * NC), ln1_mean_ + size_t(l + 1) * N,
+          l_residual3, ln1_at(l + 1), ln1_mean_ + size_t(l + 1) * N,
           ln1_rstd_ + size_t(l + 1) * N, l_residual2, scratch_btc_, P(layers_[l + 1].ln1w),
           P(layers_[l + 1].ln1b), N, C);
     } else {
@@ -201,13 +273,18 @@ float GptModel::forward(const int* inputs, const int* targets, int B, int T, flo
 }
 
 void GptModel::backward() {
-  SLIM_CHECK(grads_, "backward before allocate_grads()");
+  SLIM_CHECK(grads_ || layer_grads_, "backward before allocate_grads() or allocate_layer_grads()");
   const int B = cur_B_, T = cur_T_;
   const int C = config_.n_embd, L = config_.n_layer, NH = config_.n_head,
             F = config_.ffn_hidden, Vp = config_.padded_vocab_size;
   const int N = B * T;
   const size_t NC = size_t(N) * C;
-  const bool acc = true;  // weight gradients accumulate over micro-batches into grads()
+  // Full mode: weight gradients accumulate over micro-batches into grads(). adama mode: every
+  // micro-batch's gradient is fresh, so each op overwrites its slot of the reused buffers (wpe
+  // is zeroed because the embedding backward always accumulates; wte is first written by the
+  // head's backward, then accumulated into by the embedding's).
+  const bool acc = grads_ != nullptr;
+  if (!acc) backend_.zero(G(wpe_), table_.params[wpe_index_].numel * backend_.x_size());
 
   backend_.zero(dresidual_, NC * backend_.x_size());
   // logits_ holds dlogits (written by the fused classifier).
@@ -216,30 +293,48 @@ void GptModel::backward() {
   backend_.layernorm_backward(dresidual_, G(lnfw_), G(lnfb_), scratch_btc_,
                               x_at(residual3_, (L - 1) * NC), P(lnfw_), lnf_mean_, lnf_rstd_, N,
                               C, acc);
+  hand_over(lnfw_index_);
+  hand_over(lnfb_index_);
   for (int l = L - 1; l >= 0; --l) {
     const LayerOffsets& w = layers_[l];
     const void* residual = l == 0 ? encoded_ : x_at(residual3_, (l - 1) * NC);
+    float* ln1_mean = ln1_mean_ + size_t(l) * N;
+    float* ln1_rstd = ln1_rstd_ + size_t(l) * N;
+    float* ln2_mean = ln2_mean_ + size_t(l) * N;
+    float* ln2_rstd = ln2_rstd_ + size_t(l) * N;
+    const void* l_fch = x_at(fch_, l * size_t(N) * F);
+    // Recomputed activations are rebuilt from what was kept: GELU from its input, the LayerNorm
+    // outputs from the residual stream they normalize (the statistics come out the same).
+    if (recompute_ >= 1) backend_.gelu_forward(fch_gelu_at(l), l_fch, size_t(N) * F);
+    if (recompute_ >= 2) {
+      backend_.layernorm_forward(ln2_at(l), ln2_mean, ln2_rstd, x_at(residual2_, l * NC),
+                                 P(w.ln2w), P(w.ln2b), N, C);
+    }
     // dresidual is the gradient w.r.t. residual3[l] = residual2[l] + fcproj.
     backend_.matmul_backward(scratch_bt4c_, G(w.fcprojw), G(w.fcprojb), dresidual_,
-                             x_at(fch_gelu_, l * size_t(N) * F), P(w.fcprojw),
-                             x_at(fch_, l * size_t(N) * F), N, F, C, acc);
-    backend_.matmul_backward(scratch_btc_, G(w.fcw), G(w.fcb), scratch_bt4c_, x_at(ln2_, l * NC),
+                             fch_gelu_at(l), P(w.fcprojw), l_fch, N, F, C, acc);
+    backend_.matmul_backward(scratch_btc_, G(w.fcw), G(w.fcb), scratch_bt4c_, ln2_at(l),
                              P(w.fcw), nullptr, N, C, F, acc);
     backend_.layernorm_backward(dresidual_, G(w.ln2w), G(w.ln2b), scratch_btc_,
-                                x_at(residual2_, l * NC), P(w.ln2w), ln2_mean_ + size_t(l) * N,
-                                ln2_rstd_ + size_t(l) * N, N, C, acc);
+                                x_at(residual2_, l * NC), P(w.ln2w), ln2_mean, ln2_rstd, N, C,
+                                acc);
     // dresidual is now the gradient w.r.t. residual2[l] = residual + attproj.
     backend_.matmul_backward(scratch_btc_, G(w.projw), G(w.projb), dresidual_, x_at(atty_, l * NC),
                              P(w.projw), nullptr, N, C, C, acc);
     backend_.attention_backward(scratch_bt4c_, scratch_btc_, x_at(qkv_, l * NC * 3),
                                 x_at(atty_, l * NC), att_lse_ + size_t(l) * N * NH, B, T, C, NH);
-    backend_.matmul_backward(scratch_btc_, G(w.qkvw), G(w.qkvb), scratch_bt4c_, x_at(ln1_, l * NC),
+    if (recompute_ >= 2)
+      backend_.layernorm_forward(ln1_at(l), ln1_mean, ln1_rstd, residual, P(w.ln1w), P(w.ln1b), N,
+                                 C);
+    backend_.matmul_backward(scratch_btc_, G(w.qkvw), G(w.qkvb), scratch_bt4c_, ln1_at(l),
                              P(w.qkvw), nullptr, N, C, 3 * C, acc);
     backend_.layernorm_backward(dresidual_, G(w.ln1w), G(w.ln1b), scratch_btc_, residual,
-                                P(w.ln1w), ln1_mean_ + size_t(l) * N, ln1_rstd_ + size_t(l) * N, N,
-                                C, acc);
+                                P(w.ln1w), ln1_mean, ln1_rstd, N, C, acc);
+    hand_over_layer(l);
   }
   backend_.encoder_backward(G(wte_), G(wpe_), dresidual_, inputs_, B, T, C);
+  hand_over(wpe_index_);
+  hand_over(wte_index_);
 }
 
 void GptModel::logits_row_to_host(int b, int t, float* host_out) const {

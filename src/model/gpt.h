@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "backend/backend.h"
@@ -25,7 +26,7 @@ class GptModel {
   Backend& backend() { return backend_; }
 
   void* params() { return params_; }            // flat, compute dtype
-  void* grads() { return grads_; }              // flat, compute dtype (null until allocated)
+  void* grads() { return grads_; }              // flat, compute dtype (full mode; else null)
   void* param_ptr(const ParamInfo& p) { return x_at(params_, p.offset); }
   void* grad_ptr(const ParamInfo& p) { return x_at(grads_, p.offset); }
 
@@ -38,9 +39,25 @@ class GptModel {
   void allocate_grads();   // the full-model gradient buffer (accumulation mode `grads`)
   void zero_grads();
 
+  // Accumulation mode `adama`: no full gradient buffer. Each micro-batch's weight gradients live
+  // in one layer's worth of scratch (reused by every block) plus buffers for the tensors outside
+  // the blocks (wte, wpe, lnf); backward() hands each tensor's gradient to `sink` the moment it
+  // is final and the buffer is reused right after. Order within a backward (the same every
+  // time): lnf.weight, lnf.bias, then each block from the last to the first (its tensors in
+  // table order), then wpe, then wte — wte last because the tied embedding gets its two
+  // contributions (the head at the start of the backward, the embedding at the end) before it
+  // is handed over once.
+  using GradSink = std::function<void(size_t param_index, const void* grad)>;
+  void allocate_layer_grads(GradSink sink);
+  void set_grad_sink(GradSink sink) { sink_ = std::move(sink); }
+  bool streams_grads() const { return layer_grads_ != nullptr; }
+
   // Sizes activations for micro-batches up to B x T (T <= max_seq_len). Called once; later
   // forward calls may use any B' <= B, T' <= T.
-  void allocate_activations(int B, int T);
+  // recompute (llm.c's -r): 0 keeps every activation; 1 recomputes GELU outputs in the backward
+  // (one [B,T,4C] buffer instead of one per layer); 2 also recomputes the two LayerNorm outputs
+  // of each block (ln1, ln2: one [B,T,C] buffer each).
+  void allocate_activations(int B, int T, int recompute = 0);
 
   // Forward over inputs[B,T] (host int32). With targets: returns the mean loss over B*T and,
   // when dloss != 0, leaves dloss*(softmax - onehot) in the logits buffer for backward().
@@ -59,7 +76,18 @@ class GptModel {
   };
   void* x_at(void* base, size_t elems) const;
   const void* P(size_t offset) const { return x_at(params_, offset); }
-  void* G(size_t offset) { return x_at(grads_, offset); }
+  // The gradient buffer of the tensor at `offset`: the full buffer, or in adama mode the layer
+  // scratch / the outside-the-blocks buffer.
+  void* G(size_t offset);
+  // Layer l's slice of a per-layer activation, or the one shared buffer when it is recomputed.
+  void* ln1_at(int l) const { return x_at(ln1_, recompute_ >= 2 ? 0 : size_t(l) * cur_NC()); }
+  void* ln2_at(int l) const { return x_at(ln2_, recompute_ >= 2 ? 0 : size_t(l) * cur_NC()); }
+  void* fch_gelu_at(int l) const {
+    return x_at(fch_gelu_, recompute_ >= 1 ? 0 : size_t(l) * cur_B_ * cur_T_ * config_.ffn_hidden);
+  }
+  size_t cur_NC() const { return size_t(cur_B_) * cur_T_ * config_.n_embd; }
+  void hand_over(size_t param_index);  // adama: gives the tensor's final gradient to the sink
+  void hand_over_layer(int layer);
 
   ModelConfig config_;
   Backend& backend_;
@@ -68,6 +96,15 @@ class GptModel {
   size_t wte_ = 0, wpe_ = 0, lnfw_ = 0, lnfb_ = 0;
   void* params_ = nullptr;
   void* grads_ = nullptr;
+  // adama mode
+  void* layer_grads_ = nullptr;      // one block's tensors, at (offset - layer_begin_[l])
+  void* outer_grads_ = nullptr;      // wte | wpe | lnf.weight | lnf.bias
+  std::vector<size_t> layer_begin_;  // first element of each block in the flat table
+  size_t layer_numel_ = 0;           // elements of one block (all blocks are alike)
+  std::vector<std::vector<size_t>> layer_params_;  // param indices of each block
+  size_t wte_index_ = 0, wpe_index_ = 0, lnfw_index_ = 0, lnfb_index_ = 0;
+  GradSink sink_;
+  int recompute_ = 0;
 
   // Activations (llm.c's layout, with flash-style attention: lse instead of a [T,T] matrix).
   int max_B_ = 0, max_T_ = 0;

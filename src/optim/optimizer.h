@@ -1,9 +1,16 @@
-// The optimizer state and update of a run: AdamW, Adam-mini or SlimAdam with a full gradient
-// buffer (accumulation mode `grads`). It owns m (one entry per parameter) and v (one entry per
-// block of the partition table: per element for AdamW, per head/row/column/tensor for the
-// memory-lean kinds) through the tagged allocator.
+// The optimizer state and update of a run: AdamW, Adam-mini or SlimAdam, in either accumulation
+// mode (OPTIMIZERS.md sections 1-5):
+//   grads: the model sums micro-batch gradients into a full buffer; step() updates every tensor.
+//   adama: the model hands each micro-batch's gradient of each tensor to fold() the moment it is
+//          final (GptModel::allocate_layer_grads); fold() folds it into m and v (the first fold
+//          of a step decays them once); apply() then updates the weights. No full-model gradient
+//          buffer exists.
+// It owns m (one entry per parameter), v (one entry per block of the partition: per element for
+// AdamW, per head/row/column/tensor for the memory-lean kinds), the fp32 master weights when the
+// backend computes in bf16, and AdamA's FoldStatus, all through the tagged allocator.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -14,38 +21,87 @@
 namespace slim {
 
 struct OptimizerSettings {
-  std::string kind = "adamw";
+  std::string kind = "adamw";          // adamw | adam_mini | slim_adam
+  std::string accumulation = "grads";  // grads | adama
   float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.1f;
+  float adama_scale = 1.0f;            // AdamA's s (section 5.2): v += (1-b2)*s*mean(g_i^2)
+  bool master_weights = true;          // fp32 master copy when the backend computes in bf16
+  uint64_t seed = 0;                   // stochastic-rounding seeds derive from it
   PartitionOptions partition;
 };
 
 class Optimizer {
  public:
+  // Allocates the state; with master weights, copies the model's current weights into them (so
+  // construct after the weights are initialized or loaded).
   Optimizer(const OptimizerSettings& settings, GptModel& model);
   ~Optimizer();
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
-  // One update of every tensor from the model's gradient buffer. grad_scale multiplies the
-  // gradient first (global-norm clipping). Increments the step count t (1-based in the math).
+  bool adama() const { return settings_.accumulation == "adama"; }
+  bool has_master() const { return master_ != nullptr; }
+
+  // grads mode: one update of every tensor from the model's gradient buffer. grad_scale
+  // multiplies the gradient first (global-norm clipping). Increments the step count t.
   void step(float lr, float grad_scale);
+
+  // ---- adama ------------------------------------------------------------------------------
+  // Starts a step: clears the fold status; every fold of the step multiplies its gradient by
+  // grad_scale (clipping) before folding.
+  void begin_folds(float grad_scale);
+  // The model's gradient sink: folds one tensor's micro-batch gradient (the first fold of the
+  // tensor in this step decays its state). During undo_folds it takes the fold back out instead.
+  void fold(size_t param_index, const void* grad);
+  // The status of the step's folds so far (one small download).
+  FoldStatus fold_status() const;
+  // Updates every tensor from the folded m and v; update_clip > 0 clips each tensor's update RMS.
+  // Increments t. Returns nothing: a step with a non-finite fold must go to undo_folds instead.
+  void apply(float lr, float update_clip);
+  // Skips the step after a non-finite fold: restores m and v to their values before the step's
+  // first fold. replay(i) must rerun forward+backward of micro-batch i of this step with the same
+  // weights and data (the backward is deterministic, so the model hands over the same gradients,
+  // which fold() now takes back out; only the folds that were committed are undone), then the
+  // first fold's decay is divided out. Exact up to fp32 rounding (see block_adam_cpu.h).
+  void undo_folds(const std::function<void(int micro_batch)>& replay);
+  // The lagged clipping proxy: sum over the last applied step's folds of ||g_i||^2 (unscaled);
+  // 0 before the first step.
+  double proxy_sum_squares() const { return proxy_sum_squares_; }
+
   int64_t steps_taken() const { return t_; }
   const PartitionTable& partition() const { return partition_; }
   size_t v_entries() const { return size_t(partition_.total_v); }
 
-  // Checkpoint state: fp32 host copies of m and v, and the step count.
+  // Checkpoint state: fp32 host copies of m, v and the master weights (empty without), the step
+  // count and the lagged-clipping proxy.
   std::vector<float> m_to_host() const;
   std::vector<float> v_to_host() const;
-  void load_state(const std::vector<float>& m, const std::vector<float>& v, int64_t steps_taken);
+  std::vector<float> master_to_host() const;
+  void load_state(const std::vector<float>& m, const std::vector<float>& v,
+                  const std::vector<float>& master, int64_t steps_taken, double proxy_sum_squares);
 
  private:
+  BlockAdamHyper hyper_for(const ParamInfo& p, float lr, float grad_scale, int64_t t) const;
+  uint32_t rounding_seed(int64_t t, size_t param_index) const;
+  float* master_ptr(const ParamInfo& p) { return master_ ? master_ + p.offset : nullptr; }
+
   OptimizerSettings settings_;
   GptModel& model_;
   Backend& backend_;
   PartitionTable partition_;
   float* m_ = nullptr;
   float* v_ = nullptr;
+  float* master_ = nullptr;
   int64_t t_ = 0;
+
+  // adama
+  FoldStatus* status_ = nullptr;      // backend memory
+  float fold_grad_scale_ = 1.0f;
+  std::vector<int> folds_this_step_;  // per tensor
+  std::vector<std::pair<size_t, bool>> fold_log_;  // (tensor, first fold) of each fold call
+  bool undoing_ = false;
+  size_t undo_next_ = 0, undo_count_ = 0;
+  double proxy_sum_squares_ = 0.0;
 };
 
 }  // namespace slim

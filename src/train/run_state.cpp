@@ -31,21 +31,41 @@ PartitionOptions partition_options(const OptimizerConfig& optimizer) {
   return options;
 }
 
+OptimizerSettings optimizer_settings(const RunConfig& config) {
+  const OptimizerConfig& o = config.optimizer;
+  OptimizerSettings settings;
+  settings.kind = o.kind;
+  settings.accumulation = o.accumulation;
+  settings.beta1 = o.beta1;
+  settings.beta2 = o.beta2;
+  settings.eps = o.eps;
+  settings.weight_decay = o.weight_decay;
+  settings.adama_scale = o.adama_scale;
+  settings.master_weights = o.master_weights;
+  settings.seed = config.seed;
+  settings.partition = partition_options(o);
+  return settings;
+}
+
 std::string save_run_checkpoint(const RunConfig& config, GptModel& model, const Optimizer& optimizer,
                                 const RunProgress& progress) {
   const std::vector<float> params = model.params_to_host();
   const std::vector<float> m = optimizer.m_to_host();
   const std::vector<float> v = optimizer.v_to_host();
+  const std::vector<float> master = optimizer.master_to_host();
   nlohmann::json run;
   run["slimtrain_version"] = SLIMTRAIN_VERSION;
   run["config"] = nlohmann::json::parse(run_config_to_json(config));
   run["step"] = progress.step;
   run["train_cursor"] = progress.train_cursor;
   run["world_size"] = 1;
-  run["dtype"] = "fp32";
+  run["dtype"] = dtype_name(model.backend().compute_dtype());  // of the weights as trained
   run["optimizer"] = {{"kind", config.optimizer.kind},
                       {"steps_taken", optimizer.steps_taken()},
-                      {"state", {"m", "v"}},
+                      {"accumulation", config.optimizer.accumulation},
+                      {"proxy_sum_squares", optimizer.proxy_sum_squares()},
+                      {"state", master.empty() ? nlohmann::json{"m", "v"}
+                                               : nlohmann::json{"m", "v", "master"}},
                       {"state_dtype", "fp32"},
                       {"v_entries", optimizer.v_entries()}};
   nlohmann::json tensors = nlohmann::json::array();
@@ -57,6 +77,7 @@ std::string save_run_checkpoint(const RunConfig& config, GptModel& model, const 
       {"optimizer_m", m.data(), m.size() * 4},
       {"optimizer_v", v.data(), v.size() * 4},
   };
+  if (!master.empty()) blobs.push_back({"master", master.data(), master.size() * 4});
   return write_checkpoint(config.out_dir, progress.step, run.dump(2), blobs, config.checkpoint.keep);
 }
 
@@ -72,6 +93,7 @@ LoadedRun load_run_checkpoint(const std::string& dir, bool with_optimizer) {
     out.progress.step = run.at("step").get<int64_t>();
     out.progress.train_cursor = run.at("train_cursor").get<std::string>();
     out.optimizer_steps = run.at("optimizer").at("steps_taken").get<int64_t>();
+    out.proxy_sum_squares = run.at("optimizer").value("proxy_sum_squares", 0.0);
   } catch (const nlohmann::json::exception& e) {
     throw Error(cat("checkpoint ", dir, ": manifest.json is not a slimtrain run manifest (", e.what(),
                     ")"));
@@ -84,6 +106,7 @@ LoadedRun load_run_checkpoint(const std::string& dir, bool with_optimizer) {
                         out.config.model, partition_options(out.config.optimizer));
     out.m = floats_from_blob(ckpt, "optimizer_m", n);
     out.v = floats_from_blob(ckpt, "optimizer_v", size_t(partition.total_v));
+    if (ckpt.blobs.count("master")) out.master = floats_from_blob(ckpt, "master", n);
   }
   return out;
 }

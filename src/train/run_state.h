@@ -19,6 +19,8 @@ struct RunProgress {
 
 // The partition options a config asks for (optimizer section).
 PartitionOptions partition_options(const OptimizerConfig& optimizer);
+// Everything the Optimizer needs from a run config (optimizer section and seed).
+OptimizerSettings optimizer_settings(const RunConfig& config);
 
 // Writes OUT_DIR/step_<step>/ and prunes to config.checkpoint.keep. Returns the directory.
 std::string save_run_checkpoint(const RunConfig& config, GptModel& model, const Optimizer& optimizer,
@@ -29,8 +31,10 @@ struct LoadedRun {
   RunConfig config;             // as resolved when the checkpoint was written
   RunProgress progress;
   int64_t optimizer_steps = 0;
+  double proxy_sum_squares = 0.0;  // AdamA's lagged-clipping proxy
   std::vector<float> params;    // fp32, flat, in parameter-table order
   std::vector<float> m, v;      // empty unless with_optimizer
+  std::vector<float> master;    // fp32 master weights; empty when the run had none
 };
 
 // Reads a checkpoint directory written by save_run_checkpoint. Errors name the directory.

@@ -61,6 +61,84 @@ float apply_update(Optimizer& optimizer, double grad_norm, float lr, float grad_
   return grad_scale;
 }
 
+std::string ClipPolicy::describe() const {
+  if (mode == "global_norm") return cat("global norm ", threshold, " (exact)");
+  if (mode == "lagged")
+    return cat("lagged proxy norm ", threshold,
+               " (adama: step t's folds are scaled by min(1, ", threshold,
+               "/sqrt(sum of step t-1's micro-batch ||g_i||^2)))");
+  if (mode == "update")
+    return cat("update RMS ", threshold, " (adama: each tensor's m_hat/(sqrt(v_hat)+eps))");
+  return "off";
+}
+
+ClipPolicy clip_policy(const RunConfig& config) {
+  ClipPolicy policy;
+  const float clip = config.training.grad_clip;
+  if (config.optimizer.accumulation != "adama") {
+    if (clip > 0) policy = {"global_norm", clip};
+    return policy;
+  }
+  const std::string& mode = config.optimizer.adama_clip;
+  if (mode == "lagged" && clip > 0) policy = {"lagged", clip};
+  if (mode == "update") policy = {"update", config.optimizer.update_clip};
+  return policy;
+}
+
+StepResult train_step(GptModel& model, Optimizer& optimizer, const BatchSource& next_batch, int B,
+                      int T, int accum, float lr, const ClipPolicy& clip) {
+  StepResult result;
+  if (!optimizer.adama()) {
+    const GradientResult grads = compute_gradients(model, next_batch, B, T, accum);
+    result.loss = grads.loss;
+    result.grad_norm = grads.grad_norm;
+    if (!std::isfinite(grads.loss) || !std::isfinite(grads.grad_norm)) return result;
+    result.grad_scale = apply_update(optimizer, grads.grad_norm, lr,
+                                     clip.mode == "global_norm" ? clip.threshold : 0.0f);
+    result.updated = true;
+    return result;
+  }
+  // adama. The lagged proxy of the previous step sets this step's fold scale.
+  const double proxy = std::sqrt(optimizer.proxy_sum_squares());
+  if (clip.mode == "lagged" && proxy > clip.threshold) result.grad_scale = float(clip.threshold / proxy);
+  const size_t BT = size_t(B) * T;
+  // The step's tokens are kept (a few KiB) so that a skipped step can replay its backward.
+  std::vector<int> inputs(BT * accum), targets(BT * accum);
+  const float dloss = 1.0f / float(BT * accum);
+  optimizer.begin_folds(result.grad_scale);
+  double loss_sum = 0.0;
+  for (int micro = 0; micro < accum; ++micro) {
+    int* in = inputs.data() + micro * BT;
+    int* tg = targets.data() + micro * BT;
+    next_batch(in, tg);
+    const float loss = model.forward(in, tg, B, T, dloss);
+    loss_sum += loss;
+    model.backward();
+    if (!std::isfinite(loss) || optimizer.fold_status().nonfinite) {
+      result.loss = loss_sum / (micro + 1);
+      result.skipped = true;
+      result.bad_micro_batch = micro;
+      result.grad_norm = NAN;
+      // The skipped step still consumes its share of the data, so the data a step sees does not
+      // depend on whether an earlier step was skipped.
+      std::vector<int> unused_inputs(BT), unused_targets(BT);
+      for (int rest = micro + 1; rest < accum; ++rest)
+        next_batch(unused_inputs.data(), unused_targets.data());
+      optimizer.undo_folds([&](int i) {
+        model.forward(inputs.data() + i * BT, targets.data() + i * BT, B, T, dloss);
+        model.backward();
+      });
+      return result;
+    }
+  }
+  const FoldStatus status = optimizer.fold_status();
+  optimizer.apply(lr, clip.mode == "update" ? clip.threshold : 0.0f);
+  result.loss = loss_sum / accum;
+  result.grad_norm = std::sqrt(status.raw_sum_squares);
+  result.updated = true;
+  return result;
+}
+
 namespace {
 
 std::string format_duration(double seconds) {
@@ -168,20 +246,20 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
               config.out_dir.c_str(), resolved.c_str());
 
   GptModel model(config.model, *backend);
-  model.allocate_grads();
-  model.allocate_activations(B, T);
+  const bool adama = config.optimizer.accumulation == "adama";
+  if (adama)
+    model.allocate_layer_grads(nullptr);
+  else
+    model.allocate_grads();
+  model.allocate_activations(B, T, tc.recompute);
   if (loaded)
     model.params_from_host(loaded->params);
   else
     model.init_weights(config.seed);
-  OptimizerSettings settings;
-  settings.kind = config.optimizer.kind;
-  settings.beta1 = config.optimizer.beta1;
-  settings.beta2 = config.optimizer.beta2;
-  settings.eps = config.optimizer.eps;
-  settings.weight_decay = config.optimizer.weight_decay;
-  settings.partition = partition_options(config.optimizer);
-  Optimizer optimizer(settings, model);
+  Optimizer optimizer(optimizer_settings(config), model);
+  if (adama)
+    model.set_grad_sink([&optimizer](size_t index, const void* grad) { optimizer.fold(index, grad); });
+  const ClipPolicy clip = clip_policy(config);
 
   DataLoader train_loader(config.data.train, B, T, 0, 1, config.data.shuffle, config.seed,
                           config.model.vocab_size);
@@ -195,7 +273,8 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
         config.data.tokenizer_dir.empty() ? default_tokenizer_dir() : config.data.tokenizer_dir));
   if (loaded) {
     train_loader.restore(cursor_from_string(loaded->progress.train_cursor));
-    optimizer.load_state(loaded->m, loaded->v, loaded->optimizer_steps);
+    optimizer.load_state(loaded->m, loaded->v, loaded->master, loaded->optimizer_steps,
+                         loaded->proxy_sum_squares);
     loaded->params.clear();
     loaded->m.clear();
     loaded->v.clear();
@@ -208,10 +287,12 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
               config.model.family.c_str(), format_thousands((long long)n_params).c_str(), B, T,
               accum, format_thousands((long long)tokens_per_step).c_str(),
               format_thousands((long long)train_loader.total_tokens()).c_str());
-  std::printf("optimizer %s, second-moment partition:\n%s", config.optimizer.kind.c_str(),
+  std::printf("optimizer %s, accumulation %s%s, second-moment partition:\n%s",
+              config.optimizer.kind.c_str(), config.optimizer.accumulation.c_str(),
+              adama ? cat(" (s = ", config.optimizer.adama_scale, ")").c_str() : "",
               optimizer.partition().format().c_str());
   std::printf("memory (bytes held by the allocator):\n%s", backend->allocator().table(n_params).c_str());
-  std::printf("clipping: %s\n", tc.grad_clip > 0 ? cat("global norm ", tc.grad_clip).c_str() : "off");
+  std::printf("clipping: %s\n", clip.describe().c_str());
   std::fflush(stdout);
 
   LrSchedule schedule;
@@ -225,6 +306,9 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
   MetricsLog metrics(config.out_dir + "/metrics.jsonl", start_step);
   install_stop_handlers();
   double timed_seconds = 0.0;
+  // adama skips a step whose micro-batch gradient is not finite; this many in a row stop the run.
+  constexpr int kMaxConsecutiveSkips = 5;
+  int consecutive_skips = 0;
   int timed_steps = 0;
   std::string last_checkpoint = resume_dir;
 
@@ -237,18 +321,36 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
   for (int64_t step = start_step; step < tc.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const float lr = schedule.lr_at(int(step));
-    const GradientResult grads = compute_gradients(
-        model, [&](int* in, int* tg) { train_loader.next_batch(in, tg); }, B, T, accum);
-    const double loss = grads.loss, grad_norm = grads.grad_norm;
+    const StepResult result = train_step(
+        model, optimizer, [&](int* in, int* tg) { train_loader.next_batch(in, tg); }, B, T, accum,
+        lr, clip);
+    const double loss = result.loss, grad_norm = result.grad_norm;
     const int64_t completed = step + 1;
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm))
+    if (result.skipped) {
+      ++consecutive_skips;
+      std::printf("step %5lld/%d | SKIPPED: micro-batch %d of %d had a non-finite %s; m and v were "
+                  "restored to their values before the step and no weight moved (%d in a row)\n",
+                  (long long)completed, tc.steps, result.bad_micro_batch + 1, accum,
+                  std::isfinite(loss) ? "gradient" : "loss", consecutive_skips);
+      std::fflush(stdout);
+      metrics.write({{"step", completed}, {"skipped", true}, {"train_loss", loss}, {"lr", lr}});
+      if (consecutive_skips >= kMaxConsecutiveSkips)
+        throw Error(cat("step ", completed, ": ", consecutive_skips,
+                        " steps in a row were skipped for non-finite gradients; stopping. ",
+                        last_checkpoint.empty() ? std::string("No checkpoint was written yet.")
+                                                : cat("Last checkpoint: ", last_checkpoint,
+                                                      " (resume with --resume auto, perhaps with "
+                                                      "a lower optimizer.lr)")));
+    } else {
+      consecutive_skips = 0;
+    }
+    if (!result.skipped && !result.updated)
       throw Error(cat("step ", completed, ": non-finite ", !std::isfinite(loss) ? "train loss" : "gradient norm",
                       " (loss ", loss, ", grad norm ", grad_norm,
                       "); stopped before the update so no weight was touched. ",
                       last_checkpoint.empty() ? std::string("No checkpoint was written yet.")
                                               : cat("Last checkpoint: ", last_checkpoint,
                                                     " (resume with --resume auto, perhaps with a lower optimizer.lr)")));
-    apply_update(optimizer, grad_norm, lr, tc.grad_clip);
     backend->synchronize();
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -259,15 +361,18 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
     }
     const double avg = timed_steps ? timed_seconds / timed_steps : seconds;
     const double tokens_per_s = tokens_per_step / seconds;
-    if (completed % config.logging.every == 0 || completed == tc.steps || completed == 1) {
-      std::printf("step %5lld/%d | loss %.4f | lr %.2e | norm %.4f | %s tok/s | %.1f ms | eta %s\n",
-                  (long long)completed, tc.steps, loss, lr, grad_norm,
+    if (!result.skipped && (completed % config.logging.every == 0 || completed == tc.steps || completed == 1)) {
+      std::printf("step %5lld/%d | loss %.4f | lr %.2e | norm%s %.4f | %s tok/s | %.1f ms | eta %s\n",
+                  (long long)completed, tc.steps, loss, lr, adama ? "~" : "", grad_norm,
                   format_thousands(std::llround(tokens_per_s)).c_str(), seconds * 1e3,
                   (timed_steps ? format_duration(avg * double(tc.steps - completed)) : std::string("-")).c_str());
       std::fflush(stdout);
     }
-    metrics.write({{"step", completed}, {"train_loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
-                   {"tokens_per_s", tokens_per_s}, {"ms_per_step", seconds * 1e3}});
+    if (!result.skipped)
+      metrics.write({{"step", completed}, {"train_loss", loss}, {"lr", lr},
+                     {adama ? "grad_norm_proxy" : "grad_norm", grad_norm},
+                     {"grad_scale", result.grad_scale}, {"tokens_per_s", tokens_per_s},
+                     {"ms_per_step", seconds * 1e3}});
 
     if (val_loader && (completed % config.eval.every == 0 || completed == tc.steps)) {
       const double val_loss = evaluate_loss(model, *val_loader, config.eval.batches);

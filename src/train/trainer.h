@@ -35,6 +35,35 @@ GradientResult compute_gradients(GptModel& model, const BatchSource& next_batch,
 // llm.c does) and applies one optimizer update at learning rate lr. Returns the scale used.
 float apply_update(Optimizer& optimizer, double grad_norm, float lr, float grad_clip);
 
+// How a step clips. grads mode: exact global-norm clipping ("global_norm", threshold
+// training.grad_clip) or "none". adama mode (OPTIMIZERS.md section 5.3): "lagged" (the previous
+// step's proxy norm against training.grad_clip), "update" (each tensor's update RMS against
+// optimizer.update_clip) or "none".
+struct ClipPolicy {
+  std::string mode = "none";
+  float threshold = 0.0f;
+  std::string describe() const;  // the line the run prints at start
+};
+ClipPolicy clip_policy(const RunConfig& config);
+
+struct StepResult {
+  double loss = 0.0;        // mean over the micro-batches (over those run, when skipped)
+  // grads: the exact global norm before clipping. adama: the proxy sqrt(sum_i ||g_i||^2) over
+  // the step's micro-batch gradients (unscaled), which is what lagged clipping uses next step.
+  double grad_norm = 0.0;
+  float grad_scale = 1.0f;  // the clip multiplier the gradients got (1 = none)
+  bool updated = false;     // the weights and optimizer state moved
+  // adama: a micro-batch gradient was not finite, so the step was skipped and m and v restored
+  // (Optimizer::undo_folds). grads mode never skips: a non-finite loss or norm leaves
+  // updated == false and the caller stops.
+  bool skipped = false;
+  int bad_micro_batch = -1;
+};
+// One optimizer step over `accum` micro-batches of B x T, in the optimizer's accumulation mode.
+// adama needs the model's gradient sink to be the optimizer's fold (see run_training).
+StepResult train_step(GptModel& model, Optimizer& optimizer, const BatchSource& next_batch, int B,
+                      int T, int accum, float lr, const ClipPolicy& clip);
+
 // Mean loss over up to max_batches batches of `loader` from its start (0 = one whole epoch).
 double evaluate_loss(GptModel& model, DataLoader& loader, int max_batches);
 

@@ -102,6 +102,13 @@ void CpuBackend::fused_classifier(void* logits, float* losses, const int* target
   cpu::fused_classifier(f32(logits), losses, targets, dloss, N, V, Vp, write_dlogits);
 }
 
+void CpuBackend::gelu_forward(void* out, const void* inp, size_t n) {
+  float* o = f32(out);
+  const float* x = f32(inp);
+#pragma omp parallel for schedule(static)
+  for (ptrdiff_t i = 0; i < ptrdiff_t(n); ++i) o[i] = cpu::gelu_tanh(x[i]);
+}
+
 double CpuBackend::sum_squares(const void* x, size_t n) { return cpu::sum_squares(f32(x), n); }
 
 void CpuBackend::adamw_update(void* params, float* master, const void* grads, float* m, float* v,
@@ -114,6 +121,35 @@ void CpuBackend::block_adam_step(void* params, float* master, const void* grads,
                                  const BlockAdamHyper& hyper) {
   SLIM_CHECK(master == nullptr, "the cpu backend is fp32: its parameters are the master weights");
   block_adam_step_cpu(part, f32(params), f32(grads), m, v, hyper);
+}
+
+void CpuBackend::block_adam_fold(const void* grads, float* m, float* v,
+                                 const TensorPartition& part, const BlockAdamHyper& hyper,
+                                 bool first_fold, FoldStatus* status) {
+  // The status is host memory here; the same protocol runs on the GPU without a host round trip.
+  if (status->nonfinite) return;
+  if (!block_adam_fold_cpu(part, f32(grads), m, v, hyper, first_fold)) {
+    status->nonfinite = 1;
+    return;
+  }
+  ++status->committed;
+  status->raw_sum_squares += cpu::sum_squares(f32(grads), size_t(part.rows * part.cols));
+}
+
+void CpuBackend::block_adam_apply(void* params, float* master, const float* m, const float* v,
+                                  const TensorPartition& part, const BlockAdamHyper& hyper) {
+  SLIM_CHECK(master == nullptr, "the cpu backend is fp32: its parameters are the master weights");
+  block_adam_apply_cpu(part, f32(params), m, v, hyper);
+}
+
+void CpuBackend::block_adam_unfold(const void* grads, float* m, float* v,
+                                   const TensorPartition& part, const BlockAdamHyper& hyper) {
+  block_adam_unfold_cpu(part, f32(grads), m, v, hyper);
+}
+
+void CpuBackend::block_adam_undo_decay(float* m, float* v, const TensorPartition& part,
+                                       const BlockAdamHyper& hyper) {
+  block_adam_undo_decay_cpu(part, m, v, hyper);
 }
 
 }  // namespace slim

@@ -9,7 +9,7 @@
 
 namespace slim {
 
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   // Alignment of every allocation: one cache line, and a full AVX-512 vector.
   static constexpr size_t kAlignment = 64;
@@ -42,6 +42,7 @@ class CpuBackend final : public Backend {
   void matmul_backward(void* dinp, void* dweight, void* dbias, const void* dout, const void* inp,
                        const void* weight, const void* gelu_pre_of_inp, int N, int C, int OC,
                        bool accumulate_dweight) override;
+  void gelu_forward(void* out, const void* inp, size_t n) override;
   void attention_forward(void* out, float* lse, const void* qkv, int B, int T, int C,
                          int NH) override;
   void attention_backward(void* dqkv, const void* dout, const void* qkv, const void* out,
@@ -54,6 +55,14 @@ class CpuBackend final : public Backend {
                     const AdamWArgs& args) override;
   void block_adam_step(void* params, float* master, const void* grads, float* m, float* v,
                        const TensorPartition& part, const BlockAdamHyper& hyper) override;
+  void block_adam_fold(const void* grads, float* m, float* v, const TensorPartition& part,
+                       const BlockAdamHyper& hyper, bool first_fold, FoldStatus* status) override;
+  void block_adam_apply(void* params, float* master, const float* m, const float* v,
+                        const TensorPartition& part, const BlockAdamHyper& hyper) override;
+  void block_adam_unfold(const void* grads, float* m, float* v, const TensorPartition& part,
+                         const BlockAdamHyper& hyper) override;
+  void block_adam_undo_decay(float* m, float* v, const TensorPartition& part,
+                             const BlockAdamHyper& hyper) override;
 };
 
 }  // namespace slim
