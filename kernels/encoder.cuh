@@ -20,6 +20,7 @@
 
 #include "cuda_check.h"
 #include "packed.h"
+#include "workspace_sizes.h"  // encoder_backward_scratch_bytes, sort_length
 
 #include <cstddef>
 #include <cstdint>
@@ -34,20 +35,7 @@ constexpr int kSortChunk = 2048;
 constexpr int kRunWarps = 4;
 constexpr int kPositionThreads = 256;
 constexpr uint64_t kPaddingKey = ~uint64_t(0);  // sorts after every real key
-
-// Keys in the sort buffer: the next power of two >= n (bitonic networks need one), at least 2.
-inline size_t sort_length(size_t n) {
-  size_t length = 2;
-  while (length < n) length *= 2;
-  return length;
-}
 }  // namespace encoder_detail
-
-// Scratch bytes encoder_backward needs for B*T tokens.
-inline size_t encoder_backward_scratch_bytes(int B, int T) {
-  return encoder_detail::sort_length(static_cast<size_t>(B) * static_cast<size_t>(T)) *
-         sizeof(uint64_t);
-}
 
 // ---- CUDA kernels ------------------------------------------------------------------------------
 

@@ -14,29 +14,15 @@
 #include "cuda_check.h"
 #include "packed.h"
 #include "reduce.cuh"
+#include "workspace_sizes.h"  // global_norm_squared_scratch_bytes, kThreads, blocks_for
 
 #include <cstddef>
 #include <cstdint>
 
 namespace slim {
 
-namespace global_norm_detail {
-constexpr int kThreads = 512;
-constexpr int kMaxBlocks = 1024;  // = the stage-2 block size: one partial per stage-2 thread
-
-inline int blocks_for(size_t n) {
-  const size_t per_block = static_cast<size_t>(kThreads) * 8;  // at least one pack per thread
-  const size_t blocks = (n + per_block - 1) / per_block;
-  if (blocks < 1) return 1;
-  return blocks > static_cast<size_t>(kMaxBlocks) ? kMaxBlocks : static_cast<int>(blocks);
-}
-}  // namespace global_norm_detail
-
-// Scratch bytes global_norm_squared / sum_squares need for n elements: the stage-1 partials and
-// one double for sum_squares' result.
-inline size_t global_norm_squared_scratch_bytes(size_t n) {
-  return (static_cast<size_t>(global_norm_detail::blocks_for(n)) + 1) * sizeof(double);
-}
+// The grid (global_norm_detail::kThreads, kMaxBlocks, blocks_for) and
+// global_norm_squared_scratch_bytes are in workspace_sizes.h, where the memory planner reads them.
 
 // ---- CUDA kernels ------------------------------------------------------------------------------
 

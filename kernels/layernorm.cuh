@@ -23,6 +23,7 @@
 #include "cuda_check.h"
 #include "packed.h"
 #include "reduce.cuh"
+#include "workspace_sizes.h"  // layernorm_backward_scratch_bytes and the grid it depends on
 
 #include <cstddef>
 #include <cstdint>
@@ -31,31 +32,11 @@ namespace slim {
 
 namespace layernorm_detail {
 constexpr float kEps = 1e-5f;  // GPT-2's LayerNorm epsilon (cpu_ops.h kLayerNormEps)
-constexpr int kMaxWarps = 8;
-// Dynamic shared memory every launch stays within, so no opt-in attribute is needed.
-constexpr size_t kSharedBudget = 48 * 1024;
-constexpr int kMaxBackwardBlocks = 512;  // G's upper bound: partials cost G * 2 * C floats
-constexpr int kReduceColumns = 32;       // stage 2: columns per block
-constexpr int kReduceGroups = 8;         // stage 2: partial rows summed in parallel, then in order
-
-// Warps per block such that `bytes_per_warp` of shared memory each stay within the budget.
-inline int warps_within_budget(size_t bytes_per_warp) {
-  const size_t fit = kSharedBudget / bytes_per_warp;
-  return fit >= static_cast<size_t>(kMaxWarps) ? kMaxWarps : static_cast<int>(fit);
-}
-inline int backward_warps(int C) { return warps_within_budget(2 * static_cast<size_t>(C) * 4); }
-inline int backward_blocks(int N, int C) {
-  const int warps = backward_warps(C);
-  const int needed = (N + warps - 1) / warps;
-  return needed < kMaxBackwardBlocks ? needed : kMaxBackwardBlocks;
-}
+constexpr int kReduceColumns = 32;  // stage 2: columns per block
+constexpr int kReduceGroups = 8;    // stage 2: partial rows summed in parallel, then in order
+// kMaxWarps, kSharedBudget, warps_within_budget, backward_warps and backward_blocks (the grid the
+// scratch size depends on) are in workspace_sizes.h.
 }  // namespace layernorm_detail
-
-// Scratch bytes layernorm_backward needs (the stage-1 partial rows).
-inline size_t layernorm_backward_scratch_bytes(int N, int C) {
-  if (N <= 0 || C <= 0) return 0;
-  return static_cast<size_t>(layernorm_detail::backward_blocks(N, C)) * 2 * C * sizeof(float);
-}
 
 // ---- CUDA kernels ------------------------------------------------------------------------------
 

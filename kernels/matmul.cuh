@@ -45,6 +45,7 @@
 
 #include "cuda_check.h"
 #include "packed.h"
+#include "workspace_sizes.h"  // kMatmulWorkspaceBytes, matmul_backward_scratch_bytes
 
 namespace slim {
 
@@ -55,28 +56,17 @@ struct MatmulContext {
   void* workspace = nullptr;  // device memory of workspace_bytes, in use while a GEMM runs
   size_t workspace_bytes = 0;
 };
-constexpr size_t kMatmulWorkspaceBytes = size_t(32) << 20;
+// kMatmulWorkspaceBytes (32 MiB, what NVIDIA recommends for Hopper) is in workspace_sizes.h.
 
 namespace matmul_detail {
 
-constexpr int kBiasWarps = 8;             // warps of a partial-sum block split its rows
+constexpr int kBiasWarps = 8;  // warps of a partial-sum block split its rows
 constexpr int kBiasThreads = 32 * kBiasWarps;
-constexpr int kBiasMaxSlices = 64;        // row slices: enough blocks to fill a GPU
-constexpr int kBiasMinRowsPerSlice = 64;  // ... but no slice so thin that its partials dominate
 constexpr int kBiasFinalThreads = 256;
-
-inline int bias_row_slices(int N) {
-  const int wanted = (N + kBiasMinRowsPerSlice - 1) / kBiasMinRowsPerSlice;
-  return wanted < kBiasMaxSlices ? wanted : kBiasMaxSlices;
-}
+// The row slicing (bias_row_slices) that matmul_backward_scratch_bytes depends on is in
+// workspace_sizes.h.
 
 }  // namespace matmul_detail
-
-// Scratch matmul_backward needs when it computes dbias: one fp32 partial row per row slice.
-inline size_t matmul_backward_scratch_bytes(int N, int OC) {
-  return static_cast<size_t>(matmul_detail::bias_row_slices(N)) * static_cast<size_t>(OC) *
-         sizeof(float);
-}
 
 // ---- CUDA kernels ---------------------------------------------------------------------------
 

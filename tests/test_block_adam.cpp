@@ -1,8 +1,11 @@
 // Block-wise Adam on the CPU (block_adam_cpu.h): every block kind against straightforward
 // double loops of the formula; Element partitions and blocks of one element against the CPU
 // backend's AdamW; AdamA with one micro-batch == grads mode; AdamA's m after N folds == the
-// grads-mode m of the summed gradient; a non-finite fold leaves the state untouched, and
-// unfold + undo_decay bring the state back; reductions independent of the thread count.
+// grads-mode m of the summed gradient; a non-finite fold (padded rows included) leaves the state
+// untouched, and unfold + undo_decay bring the state back; reductions independent of the thread
+// count. AdamA's update clipping: off or not reached is the old apply bit for bit; clipped, the
+// applied direction's RMS over the real elements is the clip, one scale for the whole tensor,
+// weight decay unscaled, independent of the thread count.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -521,5 +524,185 @@ TEST(BlockAdam, ReductionsDoNotDependOnTheThreadCount) {
     // fp32 partials into double: within a few fp32 ulps of the double sum.
     const Reference ref = reference_of(t, start_state(t, 1));
     expect_near_all(one, ref.mean_squares(g, 0.9), 1e-6, 0.0, kind_label(t));
+  }
+}
+
+// ---- AdamA update clipping (block_adam_apply_cpu with hyper.update_clip) ---------------------
+
+namespace {
+
+// The old apply (before update clipping existed): adam_apply on every element.
+std::vector<float> plain_apply(const TensorPartition& t, std::vector<float> w, const std::vector<float>& m,
+                               const std::vector<float>& v, const BlockAdamHyper& h) {
+  for (const PartitionSegment& s : t.segments) {
+    const BlockGeometry geo = s.geometry(t.cols);
+    for (int64_t r = 0; r < geo.rows; ++r)
+      for (int64_t c = 0; c < geo.cols; ++c) {
+        const size_t i = size_t((s.row_begin + r) * t.cols + c);
+        w[i] = adam_apply(w[i], m[i], v[size_t(s.v_offset + block_index(geo, r, c))], h);
+      }
+  }
+  return w;
+}
+
+// The RMS of u = m_hat/(sqrt(v_hat)+eps) over the real elements, in double.
+double direction_rms(const TensorPartition& t, const std::vector<float>& m, const std::vector<float>& v,
+                     const BlockAdamHyper& h) {
+  double sum = 0.0;
+  int64_t count = 0;
+  for (const PartitionSegment& s : t.segments) {
+    const BlockGeometry geo = s.geometry(t.cols);
+    for (int64_t r = 0; r < geo.real_rows; ++r)
+      for (int64_t c = 0; c < geo.cols; ++c) {
+        const size_t i = size_t((s.row_begin + r) * t.cols + c);
+        const double v_hat = double(v[size_t(s.v_offset + block_index(geo, r, c))]) / h.bias_correction2;
+        const double u = (double(m[i]) / h.bias_correction1) / (std::sqrt(v_hat) + double(h.eps));
+        sum += u * u;
+        ++count;
+      }
+  }
+  return std::sqrt(sum / double(count));
+}
+
+// A tensor of three segments with different kinds and a padded last segment, like the fused qkv
+// of build_partition (the padding is there to check that only real rows count).
+TensorPartition three_segments() {
+  TensorPartition t;
+  t.tensor = "three";
+  t.rows = 12;
+  t.cols = 5;
+  const BlockKind kinds[3] = {BlockKind::Head, BlockKind::Row, BlockKind::Column};
+  for (int k = 0; k < 3; ++k) {
+    PartitionSegment s;
+    s.what = std::string(1, "qkv"[k]);
+    s.row_begin = 4 * k;
+    s.row_end = 4 * k + 4;
+    s.real_rows = k == 2 ? 3 : 4;
+    s.kind = kinds[k];
+    s.head_dim = k == 0 ? 2 : 0;
+    s.v_offset = t.v_entries;
+    s.v_entries = block_count(s.geometry(t.cols));
+    t.v_entries += s.v_entries;
+    t.segments.push_back(s);
+  }
+  return t;
+}
+
+}  // namespace
+
+TEST(BlockAdamUpdateClip, OffAndUnderTheClipAreTheOldApplyBitForBit) {
+  std::vector<TensorPartition> cases = small_examples();
+  cases.push_back(three_segments());
+  for (const TensorPartition& t : cases) {
+    const FloatState s = start_state(t, 1001);
+    BlockAdamHyper h = hyper_at_step(4);
+    const std::vector<float> want = plain_apply(t, s.w, s.m, s.v, h);
+    std::vector<float> off = s.w;
+    block_adam_apply_cpu(t, off.data(), s.m.data(), s.v.data(), h);  // update_clip = 0
+    EXPECT_EQ(off, want) << kind_label(t);
+    const double rms = direction_rms(t, s.m, s.v, h);
+    h.update_clip = float(rms * 1.01);  // just above the RMS: no clipping
+    std::vector<float> under = s.w;
+    block_adam_apply_cpu(t, under.data(), s.m.data(), s.v.data(), h);
+    EXPECT_EQ(under, want) << kind_label(t) << " rms " << rms;
+  }
+}
+
+// Weights and weight decay at 0, so the applied direction is exactly -w_new / lr.
+TEST(BlockAdamUpdateClip, ClippedDirectionHasTheClipAsItsRms) {
+  std::vector<TensorPartition> cases = small_examples();
+  cases.push_back(three_segments());
+  cases.push_back(one_segment(300, 257, BlockKind::Element));  // parallel loops
+  for (const TensorPartition& t : cases) {
+    FloatState s = start_state(t, 1101);
+    // Large m on the padded rows: they must not count in the RMS (the model leaves them at 0,
+    // so a mistake would go unseen otherwise), but their update is scaled like every other.
+    for (const PartitionSegment& seg : t.segments)
+      for (int64_t r = seg.row_begin + seg.real_rows; r < seg.row_end; ++r)
+        for (int64_t c = 0; c < t.cols; ++c) s.m[size_t(r * t.cols + c)] = 5.0f;
+    BlockAdamHyper h = hyper_at_step(2, 1.0f, /*weight_decay=*/0.0f);
+    const double rms = direction_rms(t, s.m, s.v, h);
+    h.update_clip = float(rms / 3.0);
+    EXPECT_NEAR(block_update_mean_square_cpu(t, s.m.data(), s.v.data(), h), rms * rms, 1e-6 * rms * rms)
+        << kind_label(t);
+    std::vector<float> w(s.w.size(), 0.0f);
+    block_adam_apply_cpu(t, w.data(), s.m.data(), s.v.data(), h);
+    // The direction each element received, over the real elements.
+    std::vector<float> direction(w.size());
+    for (size_t i = 0; i < w.size(); ++i) direction[i] = -w[i] / h.lr;
+    double sum = 0.0;
+    int64_t count = 0;
+    for (const PartitionSegment& seg : t.segments)
+      for (int64_t r = seg.row_begin; r < seg.row_begin + seg.real_rows; ++r)
+        for (int64_t c = 0; c < t.cols; ++c, ++count) sum += double(direction[size_t(r * t.cols + c)]) *
+                                                          direction[size_t(r * t.cols + c)];
+    EXPECT_NEAR(std::sqrt(sum / double(count)), h.update_clip, 1e-5 * h.update_clip) << kind_label(t);
+    // One scale for the whole tensor (all segments, padded rows included): every element's
+    // direction is its unclipped u times update_clip / rms.
+    const std::vector<float> unclipped = plain_apply(t, std::vector<float>(w.size(), 0.0f), s.m, s.v, h);
+    for (size_t i = 0; i < w.size(); ++i)
+      ASSERT_NEAR(w[i], unclipped[i] * (h.update_clip / rms), 1e-5 * std::fabs(unclipped[i]) + 1e-12)
+          << kind_label(t) << " [" << i << "]";
+  }
+}
+
+// Weight decay is applied in full: w_new = w - lr*(s*u + wd*w), against double loops.
+TEST(BlockAdamUpdateClip, WeightDecayIsNotScaled) {
+  const TensorPartition t = three_segments();
+  const FloatState s = start_state(t, 1201);
+  BlockAdamHyper h = hyper_at_step(3, 1.0f, /*weight_decay=*/0.1f);
+  const double rms = direction_rms(t, s.m, s.v, h);
+  h.update_clip = float(rms / 4.0);
+  const double scale = double(h.update_clip) / rms;
+  std::vector<float> w = s.w;
+  block_adam_apply_cpu(t, w.data(), s.m.data(), s.v.data(), h);
+  std::vector<double> want(w.size());
+  for (const PartitionSegment& seg : t.segments) {
+    const BlockGeometry geo = seg.geometry(t.cols);
+    for (int64_t r = 0; r < geo.rows; ++r)
+      for (int64_t c = 0; c < geo.cols; ++c) {
+        const size_t i = size_t((seg.row_begin + r) * t.cols + c);
+        const double v_hat = double(s.v[size_t(seg.v_offset + block_index(geo, r, c))]) / h.bias_correction2;
+        const double u = (double(s.m[i]) / h.bias_correction1) / (std::sqrt(v_hat) + double(h.eps));
+        want[i] = double(s.w[i]) - double(h.lr) * (scale * u + double(h.weight_decay) * s.w[i]);
+      }
+  }
+  expect_near_all(w, want, 1e-6, 1e-7, "three segments, clipped, wd 0.1");
+}
+
+TEST(BlockAdamUpdateClip, DoesNotDependOnTheThreadCount) {
+  const std::vector<TensorPartition> cases = {
+      one_segment(700, 333, BlockKind::Element, 0, 650), one_segment(700, 333, BlockKind::Head, 7),
+      one_segment(700, 333, BlockKind::Column, 0, 650), one_segment(700, 333, BlockKind::Whole)};
+  const int threads = omp_get_max_threads();
+  for (const TensorPartition& t : cases) {
+    const FloatState s = start_state(t, 1301);
+    BlockAdamHyper h = hyper_at_step(5);
+    h.update_clip = float(direction_rms(t, s.m, s.v, h) / 2.0);
+    std::vector<float> one = s.w, many = s.w;
+    omp_set_num_threads(1);
+    const double mean_one = block_update_mean_square_cpu(t, s.m.data(), s.v.data(), h);
+    block_adam_apply_cpu(t, one.data(), s.m.data(), s.v.data(), h);
+    omp_set_num_threads(std::max(3, threads));
+    const double mean_many = block_update_mean_square_cpu(t, s.m.data(), s.v.data(), h);
+    block_adam_apply_cpu(t, many.data(), s.m.data(), s.v.data(), h);
+    omp_set_num_threads(threads);
+    EXPECT_EQ(mean_one, mean_many) << kind_label(t);
+    EXPECT_EQ(one, many) << kind_label(t);
+  }
+}
+
+// Column and Whole means leave the padded rows out, but the fold's finiteness check covers them.
+TEST(BlockAdam, NonFiniteValueInPaddedRowsStopsTheFold) {
+  for (BlockKind kind : {BlockKind::Column, BlockKind::Whole}) {
+    const TensorPartition t = one_segment(6, 4, kind, 0, 4);
+    const FloatState before = start_state(t, 1401);
+    FloatState s = before;
+    std::vector<float> g = gradient_for(t, 1402);
+    g[5 * 4 + 1] = std::numeric_limits<float>::infinity();  // a padded row
+    EXPECT_FALSE(block_adam_fold_cpu(t, g.data(), s.m.data(), s.v.data(), hyper_at_step(1), true))
+        << kind_label(t);
+    EXPECT_EQ(s.m, before.m) << kind_label(t);
+    EXPECT_EQ(s.v, before.v) << kind_label(t);
   }
 }

@@ -1,5 +1,8 @@
 #include "backend/allocator.h"
 
+#include <algorithm>
+#include <array>
+
 #include <cstdio>
 
 #include "util/error.h"
@@ -71,22 +74,30 @@ std::string format_thousands(long long value) {
 
 std::string format_bytes(size_t bytes) { return format_thousands(static_cast<long long>(bytes)); }
 
-std::string TaggedAllocator::table(size_t n_params) const {
+std::string format_memory_table(const std::array<size_t, kMemTagCount>& bytes, size_t n_params) {
   std::string out;
   char line[160];
   std::snprintf(line, sizeof line, "%-12s %16s %12s %12s\n", "tag", "bytes", "MiB", "bytes/param");
   out += line;
-  for (int t = 0; t < kMemTagCount; ++t) {
-    double per_param = n_params ? double(current_[t]) / double(n_params) : 0.0;
-    std::snprintf(line, sizeof line, "%-12s %16s %12.2f %12.3f\n", mem_tag_name(MemTag(t)),
-                  format_bytes(current_[t]).c_str(), current_[t] / 1048576.0, per_param);
+  size_t total = 0;
+  auto row = [&](const char* name, size_t b) {
+    const double per_param = n_params ? double(b) / double(n_params) : 0.0;
+    std::snprintf(line, sizeof line, "%-12s %16s %12.2f %12.3f\n", name, format_bytes(b).c_str(),
+                  b / 1048576.0, per_param);
     out += line;
+  };
+  for (int t = 0; t < kMemTagCount; ++t) {
+    row(mem_tag_name(MemTag(t)), bytes[t]);
+    total += bytes[t];
   }
-  double per_param = n_params ? double(total()) / double(n_params) : 0.0;
-  std::snprintf(line, sizeof line, "%-12s %16s %12.2f %12.3f\n", "total", format_bytes(total()).c_str(),
-                total() / 1048576.0, per_param);
-  out += line;
+  row("total", total);
   return out;
+}
+
+std::string TaggedAllocator::table(size_t n_params) const {
+  std::array<size_t, kMemTagCount> bytes;
+  std::copy(std::begin(current_), std::end(current_), bytes.begin());
+  return format_memory_table(bytes, n_params);
 }
 
 }  // namespace slim

@@ -3,6 +3,7 @@
 // predicted to the byte by the planner (`slimtrain memory`). Bytes are accounted exactly as
 // requested; alignment padding of the underlying allocation is not counted.
 #pragma once
+#include <array>
 #include <cstddef>
 #include <functional>
 #include <map>
@@ -59,6 +60,9 @@ class TaggedAllocator {
   size_t peak_[kMemTagCount] = {};
   size_t peak_total_ = 0;
 };
+
+// The table TaggedAllocator::table prints, for any per-tag byte counts (the memory planner's).
+std::string format_memory_table(const std::array<size_t, kMemTagCount>& bytes, size_t n_params);
 
 // Formats a byte count as "123,456,789".
 std::string format_bytes(size_t bytes);

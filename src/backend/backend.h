@@ -18,6 +18,7 @@
 #include <string>
 
 #include "backend/allocator.h"
+#include "model/model_config.h"
 #include "optim/block_adam.h"
 #include "optim/partition.h"
 
@@ -69,6 +70,13 @@ class Backend {
   virtual void upload_f32_as_x(void* dst, const float* host_src, size_t n) = 0;
   virtual void download_x_as_f32(float* host_dst, const void* src, size_t n) const = 0;
   virtual void synchronize() {}
+
+  // ---- workspace ----------------------------------------------------------------------------
+  // Backends that keep their own device scratch (CUDA: cuda_workspace_plan.h) allocate it here,
+  // once the shapes are known, so `slimtrain memory` can predict it; the CPU backend needs none.
+  // The model calls the first when it sizes its activations, the optimizer the second.
+  virtual void reserve_workspace(const ModelConfig& model, int B, int T) {}
+  virtual void reserve_optimizer_workspace(const PartitionTable& partition) {}
 
   // ---- forward / backward ops -----------------------------------------------------------
   // out[B,T,C] = wte[tokens[b,t]] + wpe[t]
@@ -165,5 +173,7 @@ enum class BackendKind { Cpu, Cuda, Auto };
 // Creates the backend a config asks for. "cuda" with no GPU (or no CUDA build) is a UsageError
 // that suggests "cpu"; "auto" picks cuda when a device exists.
 std::unique_ptr<Backend> make_backend(const std::string& kind, const std::string& precision);
+// "cpu" or "cuda": what make_backend picks for `kind` on this machine, without creating it.
+std::string resolve_backend_kind(const std::string& kind);
 
 }  // namespace slim

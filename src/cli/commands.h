@@ -46,4 +46,22 @@ struct ExportArgs {
 };
 int cmd_export(const ExportArgs& args);
 
+struct CalibrateArgs {
+  std::string config;
+  std::vector<std::string> sets;
+  int steps = 0;
+  int every = 100;
+  double cutoff = 1.0;
+  std::string out;  // "" = <out_dir>/slim_rules.json
+};
+int cmd_calibrate(const CalibrateArgs& args);
+
+struct MemoryArgs {
+  std::string config;
+  std::vector<std::string> sets;
+  std::string gpu_memory;  // "" = no fit verdict on cuda; cpu plans compare with this machine's RAM
+  bool compare = false;    // every optimizer x accumulation mode side by side
+};
+int cmd_memory(const MemoryArgs& args);
+
 }  // namespace slim

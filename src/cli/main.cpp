@@ -7,7 +7,7 @@
 #include "util/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"slimtrain: memory-lean GPT pretraining (CPU reference backend; CUDA to come)"};
+  CLI::App app{"slimtrain: memory-lean GPT pretraining (CUDA backend, CPU reference backend)"};
   app.set_version_flag("--version", std::string("slimtrain ") + SLIMTRAIN_VERSION);
   app.require_subcommand(1);
 
@@ -70,6 +70,42 @@ int main(int argc, char** argv) {
       ->required();
   export_cmd->add_option("--out", exp.out, "Output file, e.g. hf/model.safetensors")->required();
 
+  slim::MemoryArgs memory;
+  auto* memory_cmd = app.add_subcommand(
+      "memory", "Predict every buffer a training run allocates, without allocating");
+  memory_cmd->add_option("--config", memory.config, "Run config (JSON)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  memory_cmd->add_option("--set", memory.sets, "Override a config value (repeatable)")->take_all();
+  memory_cmd->add_option("--gpu-memory", memory.gpu_memory,
+                         "Memory to fit in, e.g. 24GiB or 80GB: says whether the run fits");
+  memory_cmd->add_flag("--compare", memory.compare,
+                       "Also print every optimizer x accumulation mode side by side");
+
+  slim::CalibrateArgs calibrate;
+  auto* calibrate_cmd = app.add_subcommand(
+      "calibrate",
+      "Derive SlimAdam rules: train AdamW for --steps, measure the SNR of its second moment, "
+      "write a rules file for optimizer.slim_rules");
+  calibrate_cmd->add_option("--config", calibrate.config, "Run config (JSON) of the model to calibrate")
+      ->required()
+      ->check(CLI::ExistingFile);
+  // Ranges are checked by run_calibration, whose errors say what to pass instead.
+  calibrate_cmd->add_option("--steps", calibrate.steps,
+                            "AdamW steps to train (replaces training.steps; the lr schedule spans them)")
+      ->required();
+  calibrate_cmd->add_option("--every", calibrate.every,
+                            "Measure the SNR at step 1, every N steps and at the last step")
+      ->capture_default_str();
+  calibrate_cmd->add_option("--cutoff", calibrate.cutoff,
+                            "Keep a compression only when its mean SNR exceeds this")
+      ->capture_default_str();
+  calibrate_cmd->add_option("--out", calibrate.out,
+                            "Rules file to write (default: <out_dir>/slim_rules.json)");
+  calibrate_cmd->add_option("--set", calibrate.sets,
+                            "Override a config value: --set training.micro_batch=4 (repeatable)")
+      ->take_all();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -81,6 +117,8 @@ int main(int argc, char** argv) {
     if (*eval_cmd) return slim::cmd_eval(eval);
     if (*sample_cmd) return slim::cmd_sample(sample);
     if (*export_cmd) return slim::cmd_export(exp);
+    if (*calibrate_cmd) return slim::cmd_calibrate(calibrate);
+    if (*memory_cmd) return slim::cmd_memory(memory);
   } catch (const slim::UsageError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

@@ -110,8 +110,10 @@ void GptModel::params_from_host(const std::vector<float>& host) {
 }
 
 void GptModel::allocate_grads() {
-  if (!grads_)
-    grads_ = backend_.alloc(table_.total_numel * backend_.x_size(), MemTag::Grads, "gradients");
+  if (!grads_) {
+    const BufferPlan plan = gradient_plan(config_, false, backend_.x_size())[0];
+    grads_ = backend_.alloc(plan.bytes, plan.tag, plan.what);
+  }
   zero_grads();
 }
 
@@ -121,11 +123,9 @@ void GptModel::zero_grads() {
 
 void GptModel::allocate_layer_grads(GradSink sink) {
   SLIM_CHECK(!grads_ && !layer_grads_, "gradient buffers are allocated once");
-  const size_t xs = backend_.x_size();
-  const size_t outer = table_.params[wte_index_].numel + table_.params[wpe_index_].numel +
-                       table_.params[lnfw_index_].numel + table_.params[lnfb_index_].numel;
-  layer_grads_ = backend_.alloc(layer_numel_ * xs, MemTag::Grads, "one block's gradients");
-  outer_grads_ = backend_.alloc(outer * xs, MemTag::Grads, "wte/wpe/lnf gradients");
+  const std::vector<BufferPlan> plan = gradient_plan(config_, true, backend_.x_size());
+  layer_grads_ = backend_.alloc(plan[0].bytes, plan[0].tag, plan[0].what);
+  outer_grads_ = backend_.alloc(plan[1].bytes, plan[1].tag, plan[1].what);
   sink_ = std::move(sink);
 }
 
@@ -156,54 +156,81 @@ void GptModel::hand_over_layer(int layer) {
   for (size_t index : layer_params_[layer]) hand_over(index);
 }
 
+std::vector<BufferPlan> GptModel::activation_plan(const ModelConfig& config, int B, int T,
+                                                  int recompute, size_t x_size) {
+  const size_t BT = size_t(B) * T, C = config.n_embd, L = config.n_layer, NH = config.n_head,
+               F = config.ffn_hidden, Vp = config.padded_vocab_size;
+  // Recomputed activations keep one layer's buffer, refilled in the backward.
+  const size_t ln_layers = recompute >= 2 ? 1 : L, gelu_layers = recompute >= 1 ? 1 : L;
+  const size_t xs = x_size;
+  const MemTag A = MemTag::Activations, S = MemTag::Scratch;
+  // The order is the order of the member pointers allocate_activations binds them to.
+  return {
+      {"inputs", A, BT * 4},
+      {"targets", A, BT * 4},
+      {"encoded", A, BT * C * xs},
+      {"ln1", A, ln_layers * BT * C * xs},
+      {"ln1_mean", A, L * BT * 4},
+      {"ln1_rstd", A, L * BT * 4},
+      {"qkv", A, L * BT * 3 * C * xs},
+      {"atty", A, L * BT * C * xs},
+      {"att_lse", A, L * BT * NH * 4},
+      {"residual2", A, L * BT * C * xs},
+      {"ln2", A, ln_layers * BT * C * xs},
+      {"ln2_mean", A, L * BT * 4},
+      {"ln2_rstd", A, L * BT * 4},
+      {"fch", A, L * BT * F * xs},
+      {"fch_gelu", A, gelu_layers * BT * F * xs},
+      {"residual3", A, L * BT * C * xs},
+      {"lnf", A, BT * C * xs},
+      {"lnf_mean", A, BT * 4},
+      {"lnf_rstd", A, BT * 4},
+      {"logits", A, BT * Vp * xs},
+      {"losses", A, BT * 4},
+      {"dresidual", S, BT * C * xs},
+      {"scratch_btc", S, BT * C * xs},
+      {"scratch_bt4c", S, BT * std::max(F, 3 * C) * xs},
+  };
+}
+
+std::vector<BufferPlan> GptModel::gradient_plan(const ModelConfig& config, bool per_layer,
+                                                size_t x_size) {
+  const ParamTable table = build_param_table(config);
+  if (!per_layer) return {{"gradients", MemTag::Grads, table.total_numel * x_size}};
+  size_t block = 0, outer = 0;
+  for (const ParamInfo& p : table.params) {
+    if (p.layer == 0) block += p.numel;  // every block is alike (checked in the constructor)
+    if (p.layer < 0) outer += p.numel;   // wte, wpe, lnf
+  }
+  return {{"one block's gradients", MemTag::Grads, block * x_size},
+          {"wte/wpe/lnf gradients", MemTag::Grads, outer * x_size}};
+}
+
 void GptModel::allocate_activations(int B, int T, int recompute) {
   SLIM_CHECK(!encoded_, "activations are allocated once");
   if (recompute < 0 || recompute > 2)
     throw UsageError(cat("training.recompute = ", recompute,
                          " is not valid; use 0 (keep all), 1 (recompute GELU) or 2 (GELU and "
                          "LayerNorm)"));
-  recompute_ = recompute;
   if (T > config_.max_seq_len)
     throw UsageError(cat("training.seq_len ", T, " exceeds model.max_seq_len ",
                          config_.max_seq_len, "; lower seq_len or raise max_seq_len"));
+  recompute_ = recompute;
   max_B_ = B;
   max_T_ = T;
-  const size_t BT = size_t(B) * T, C = config_.n_embd, L = config_.n_layer,
-               NH = config_.n_head, F = config_.ffn_hidden, Vp = config_.padded_vocab_size;
-  const size_t xs = backend_.x_size();
-  auto X = [&](size_t elems, const char* what) {
-    return backend_.alloc(elems * xs, MemTag::Activations, what);
-  };
-  auto F32 = [&](size_t elems, const char* what) {
-    return static_cast<float*>(backend_.alloc(elems * 4, MemTag::Activations, what));
-  };
-  inputs_ = static_cast<int*>(backend_.alloc(BT * 4, MemTag::Activations, "inputs"));
-  targets_ = static_cast<int*>(backend_.alloc(BT * 4, MemTag::Activations, "targets"));
-  encoded_ = X(BT * C, "encoded");
-  // Recomputed activations keep one layer's buffer, refilled in the backward.
-  const size_t ln_layers = recompute_ >= 2 ? 1 : L, gelu_layers = recompute_ >= 1 ? 1 : L;
-  ln1_ = X(ln_layers * BT * C, "ln1");
-  ln1_mean_ = F32(L * BT, "ln1_mean");
-  ln1_rstd_ = F32(L * BT, "ln1_rstd");
-  qkv_ = X(L * BT * 3 * C, "qkv");
-  atty_ = X(L * BT * C, "atty");
-  att_lse_ = F32(L * BT * NH, "att_lse");
-  residual2_ = X(L * BT * C, "residual2");
-  ln2_ = X(ln_layers * BT * C, "ln2");
-  ln2_mean_ = F32(L * BT, "ln2_mean");
-  ln2_rstd_ = F32(L * BT, "ln2_rstd");
-  fch_ = X(L * BT * F, "fch");
-  fch_gelu_ = X(gelu_layers * BT * F, "fch_gelu");
-  residual3_ = X(L * BT * C, "residual3");
-  lnf_ = X(BT * C, "lnf");
-  lnf_mean_ = F32(BT, "lnf_mean");
-  lnf_rstd_ = F32(BT, "lnf_rstd");
-  logits_ = X(BT * Vp, "logits");
-  losses_ = F32(BT, "losses");
-  dresidual_ = backend_.alloc(BT * C * xs, MemTag::Scratch, "dresidual");
-  scratch_btc_ = backend_.alloc(BT * C * xs, MemTag::Scratch, "scratch_btc");
-  scratch_bt4c_ = backend_.alloc(BT * std::max(F, 3 * C) * xs, MemTag::Scratch, "scratch_bt4c");
-  host_losses_.resize(BT);
+  void** slots[] = {(void**)&inputs_,    (void**)&targets_,  &encoded_,  &ln1_,
+                    (void**)&ln1_mean_,  (void**)&ln1_rstd_, &qkv_,      &atty_,
+                    (void**)&att_lse_,   &residual2_,        &ln2_,      (void**)&ln2_mean_,
+                    (void**)&ln2_rstd_,  &fch_,              &fch_gelu_, &residual3_,
+                    &lnf_,               (void**)&lnf_mean_, (void**)&lnf_rstd_, &logits_,
+                    (void**)&losses_,    &dresidual_,        &scratch_btc_, &scratch_bt4c_};
+  const std::vector<BufferPlan> plan =
+      activation_plan(config_, B, T, recompute, backend_.x_size());
+  SLIM_CHECK(plan.size() == std::size(slots), "activation plan and buffers disagree");
+  for (size_t i = 0; i < plan.size(); ++i)
+    *slots[i] = backend_.alloc(plan[i].bytes, plan[i].tag, plan[i].what);
+  host_losses_.resize(size_t(B) * T);
+  backend_.reserve_workspace(config_, B, T);
 }
 
 float GptModel::forward(const int* inputs, const int* targets, int B, int T, float dloss) {

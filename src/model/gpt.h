@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -12,6 +13,13 @@
 #include "model/param_table.h"
 
 namespace slim {
+
+// One buffer the model allocates: its name, allocator tag and size.
+struct BufferPlan {
+  std::string what;
+  MemTag tag;
+  size_t bytes;
+};
 
 class GptModel {
  public:
@@ -58,6 +66,14 @@ class GptModel {
   // (one [B,T,4C] buffer instead of one per layer); 2 also recomputes the two LayerNorm outputs
   // of each block (ln1, ln2: one [B,T,C] buffer each).
   void allocate_activations(int B, int T, int recompute = 0);
+
+  // Exactly the buffers allocate_activations / allocate_grads / allocate_layer_grads take, for a
+  // model of this config and a compute dtype of x_size bytes, without building a model (the
+  // memory planner sums these).
+  static std::vector<BufferPlan> activation_plan(const ModelConfig& config, int B, int T,
+                                                 int recompute, size_t x_size);
+  static std::vector<BufferPlan> gradient_plan(const ModelConfig& config, bool per_layer,
+                                               size_t x_size);
 
   // Forward over inputs[B,T] (host int32). With targets: returns the mean loss over B*T and,
   // when dloss != 0, leaves dloss*(softmax - onehot) in the logits buffer for backward().

@@ -21,9 +21,9 @@
 //
 // Weight decay follows llm.c / our AdamW (cpu_ops.h adamw_update): w -= lr*(update + wd*w_old),
 // with w_old the weight before this step. Adam-mini and SlimAdam instead shrink first
-// (w *= 1-lr*wd) and then subtract lr*update using the shrunk w, which differs from ours only by
-// the O(lr^2*wd) term lr*wd*lr*update; we use ours everywhere so that an Element partition is
-// AdamW exactly.
+// (w *= 1-lr*wd) and then subtract lr*update; the Adam direction does not depend on w, so that is
+// the same number up to rounding (tests/test_optim_reference.cpp checks against the official
+// form). We use ours everywhere so that an Element partition is AdamW exactly.
 //
 // Element blocks use AdamW's own expressions (same operations in the same order), so an Element
 // partition reproduces adamw_update bit for bit as long as the compiler contracts the two the

@@ -27,20 +27,27 @@ constexpr int64_t kColumnTile = 64;
 constexpr int kLanes = 8;
 static_assert(kPartialChunk % kLanes == 0 && kWholeSpan % kPartialChunk == 0);
 
-// Sum of (c*g)^2 over n contiguous elements: fp32 partials over kPartialChunk elements, each
-// added into a double in order.
-double span_sum_squares(const float* g, int64_t n, float c) {
+// Sum of term(i) over i in [0, n): fp32 partials over kPartialChunk terms (kLanes interleaved
+// fp32 lanes combined by a fixed tree), each added into a double in order. term must be cheap and
+// inline: it is the body of the vectorised loop.
+template <typename Term>
+double chunked_sum(int64_t n, const Term& term) {
   double total = 0.0;
   int64_t begin = 0;
   for (; begin + kPartialChunk <= n; begin += kPartialChunk) {
     float lane[kLanes] = {};
     for (int64_t i = 0; i < kPartialChunk; i += kLanes)
-      for (int k = 0; k < kLanes; ++k) lane[k] += scaled_square(g[begin + i + k], c);
+      for (int k = 0; k < kLanes; ++k) lane[k] += term(begin + i + k);
     total += ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
   }
   float partial = 0.0f;
-  for (; begin < n; ++begin) partial += scaled_square(g[begin], c);
+  for (; begin < n; ++begin) partial += term(begin);
   return total + partial;
+}
+
+// Sum of (c*g)^2 over n contiguous elements.
+double span_sum_squares(const float* g, int64_t n, float c) {
+  return chunked_sum(n, [g, c](int64_t i) { return scaled_square(g[i], c); });
 }
 
 // Sum of (c*g)^2 over a long contiguous run, by fixed spans summed in order (deterministic for
@@ -184,8 +191,35 @@ bool tensor_block_means(const TensorPartition& part, const float* grads, float c
     }
     means[k].resize(size_t(s.v_entries));
     if (!segment_mean_squares(geo, g, c, means[k].data())) return false;
+    // Column and Whole means skip the padded rows; the check must still see them, so that a
+    // non-finite value anywhere in the tensor stops the fold (as on the GPU).
+    const int64_t padded = geo.rows - geo.real_rows;
+    if (padded > 0 && (s.kind == BlockKind::Column || s.kind == BlockKind::Whole) &&
+        !all_squares_finite(g + geo.real_rows * geo.cols, padded * geo.cols, c))
+      return false;
   }
   return true;
+}
+
+// Sum of u^2, u = adam_direction(m, v_B), over the real rows of one segment (m at the segment's
+// first element, v at its first v entry). Rows run in parallel; each row's chunked sum lands in
+// its own double and the rows are added in order, so the thread count never changes the bits.
+double segment_direction_sum_squares(const BlockGeometry& geo, const float* m, const float* v,
+                                     const BlockAdamHyper& h) {
+  const int64_t rows = geo.real_rows, cols = geo.cols, stride = col_v_stride(geo);
+  std::vector<double> row_sum(static_cast<size_t>(rows));
+#pragma omp parallel for schedule(static) if (rows * cols >= kMinParallelWork)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* m_row = m + r * cols;
+    const float* v_row = v + row_v_base(geo, r);
+    row_sum[size_t(r)] = chunked_sum(cols, [=](int64_t j) {
+      const float u = adam_direction(m_row[j], v_row[j * stride], h);
+      return u * u;
+    });
+  }
+  double total = 0.0;
+  for (double x : row_sum) total += x;
+  return total;
 }
 
 }  // namespace
@@ -265,17 +299,43 @@ bool block_adam_fold_cpu(const TensorPartition& part, const float* grads, float*
   return true;
 }
 
+double block_update_mean_square_cpu(const TensorPartition& part, const float* m, const float* v,
+                                    const BlockAdamHyper& hyper) {
+  const BlockAdamHyper h = hyper;
+  double total = 0.0;
+  int64_t count = 0;
+  for (const PartitionSegment& s : part.segments) {
+    const BlockGeometry geo = s.geometry(part.cols);
+    total += segment_direction_sum_squares(geo, m + s.row_begin * part.cols, v + s.v_offset, h);
+    count += geo.real_rows * geo.cols;
+  }
+  return count > 0 ? total / double(count) : 0.0;
+}
+
 void block_adam_apply_cpu(const TensorPartition& part, float* weights, const float* m,
                           const float* v, const BlockAdamHyper& hyper) {
   const BlockAdamHyper h = hyper;
+  const float scale =
+      h.update_clip > 0.0f
+          ? update_clip_scale(block_update_mean_square_cpu(part, m, v, h), h.update_clip)
+          : 1.0f;
   for (const PartitionSegment& s : part.segments) {
     const int64_t first = s.row_begin * part.cols;
     float* w_seg = weights + first;
     const float* m_seg = m + first;
     const float* v_seg = v + s.v_offset;
-    for_each_element_with_v(s.geometry(part.cols), [=](int64_t i, int64_t vi) {
-      w_seg[i] = adam_apply(w_seg[i], m_seg[i], v_seg[vi], h);
-    });
+    const BlockGeometry geo = s.geometry(part.cols);
+    // Unclipped stays adam_apply itself (block_adam.h says why), so AdamA without update
+    // clipping is AdamW bit for bit.
+    if (scale == 1.0f) {
+      for_each_element_with_v(geo, [=](int64_t i, int64_t vi) {
+        w_seg[i] = adam_apply(w_seg[i], m_seg[i], v_seg[vi], h);
+      });
+    } else {
+      for_each_element_with_v(geo, [=](int64_t i, int64_t vi) {
+        w_seg[i] = adam_apply_scaled(w_seg[i], m_seg[i], v_seg[vi], h, scale);
+      });
+    }
   }
 }
 

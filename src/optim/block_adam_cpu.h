@@ -14,7 +14,8 @@
 // and reduce it, and, only if every (grad_scale*g)^2 and every block mean is finite, once more to
 // write m and v. A non-finite micro-batch gradient therefore never enters the state: the fold
 // returns false and leaves m and v exactly as they were. (An fp32 overflow of a partial sum of
-// squares counts as non-finite too: such a gradient is not usable either.)
+// squares counts as non-finite too: such a gradient is not usable either.) The check covers every
+// element of the tensor, also the padded rows that Column and Whole means leave out.
 // Folds made earlier in the same step (earlier micro-batches, and tensors of this micro-batch
 // folded before the bad one) are already in the state and their gradients are gone; without a
 // full-size copy of m no code can restore them exactly. To skip the step the caller undoes them:
@@ -52,8 +53,19 @@ void block_adam_step_cpu(const TensorPartition& part, float* weights, const floa
 bool block_adam_fold_cpu(const TensorPartition& part, const float* grads, float* m, float* v,
                          const BlockAdamHyper& hyper, bool first_fold);
 
+// The mean of u^2, u = m_hat/(sqrt(v_hat)+eps) (adam_direction), over the tensor's real elements
+// (the real rows of every segment; wte's padded rows do not count): fp32 partials over
+// kPartialChunk elements of a row into one double per row, rows and segments added in order.
+// 0 for a tensor without real elements.
+double block_update_mean_square_cpu(const TensorPartition& part, const float* m, const float* v,
+                                    const BlockAdamHyper& hyper);
+
 // AdamA: the update of the weights from the step's folded m and v (once per step, after the
-// last fold; bias corrections of this step in hyper).
+// last fold; bias corrections of this step in hyper). hyper.update_clip > 0 scales the direction
+// u of every element (padded rows included) by update_clip_scale(block_update_mean_square_cpu,
+// update_clip), so that the RMS of the applied direction over the real elements is at most
+// update_clip; weight decay is not scaled. When that scale is 1 (clipping off, or the RMS under
+// the clip) the update is adam_apply itself, bit for bit.
 void block_adam_apply_cpu(const TensorPartition& part, float* weights, const float* m,
                           const float* v, const BlockAdamHyper& hyper);
 

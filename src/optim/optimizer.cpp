@@ -15,22 +15,42 @@ Optimizer::Optimizer(const OptimizerSettings& settings, GptModel& model)
   if (settings_.accumulation != "grads" && settings_.accumulation != "adama")
     throw UsageError(cat("optimizer.accumulation \"", settings_.accumulation,
                          "\" is not valid; use grads or adama"));
-  const size_t n = model_.num_params(), nv = v_entries();
-  m_ = static_cast<float*>(backend_.alloc(n * 4, MemTag::OptM, settings_.kind + " m"));
-  v_ = static_cast<float*>(backend_.alloc(nv * 4, MemTag::OptV, settings_.kind + " v"));
-  backend_.zero(m_, n * 4);
-  backend_.zero(v_, nv * 4);
-  if (backend_.compute_dtype() != DType::F32 && settings_.master_weights) {
-    master_ = static_cast<float*>(backend_.alloc(n * 4, MemTag::Master, "master weights"));
-    const std::vector<float> weights = model_.params_to_host();
-    backend_.upload(master_, weights.data(), n * 4);
+  const std::vector<BufferPlan> plan =
+      state_plan(settings_, model_.config(), backend_.compute_dtype());
+  auto take = [&](size_t i) {
+    void* ptr = backend_.alloc(plan[i].bytes, plan[i].tag, plan[i].what);
+    backend_.zero(ptr, plan[i].bytes);
+    return ptr;
+  };
+  m_ = static_cast<float*>(take(0));
+  v_ = static_cast<float*>(take(1));
+  for (size_t i = 2; i < plan.size(); ++i) {
+    if (plan[i].tag == MemTag::Master) {
+      master_ = static_cast<float*>(take(i));
+      const std::vector<float> weights = model_.params_to_host();
+      backend_.upload(master_, weights.data(), weights.size() * 4);
+    } else {
+      status_ = static_cast<FoldStatus*>(take(i));
+    }
   }
-  if (adama()) {
-    status_ = static_cast<FoldStatus*>(
-        backend_.alloc(sizeof(FoldStatus), MemTag::Workspace, "AdamA fold status"));
-    backend_.zero(status_, sizeof(FoldStatus));
-    folds_this_step_.assign(model_.table().params.size(), 0);
-  }
+  if (adama()) folds_this_step_.assign(model_.table().params.size(), 0);
+  backend_.reserve_optimizer_workspace(partition_);
+}
+
+std::vector<BufferPlan> Optimizer::state_plan(const OptimizerSettings& settings,
+                                              const ModelConfig& model, DType compute_dtype) {
+  const ParamTable table = build_param_table(model);
+  const PartitionTable partition =
+      build_partition(settings.kind, table, model, settings.partition);
+  const size_t n = table.total_numel;
+  std::vector<BufferPlan> plan = {
+      {settings.kind + " m", MemTag::OptM, n * 4},
+      {settings.kind + " v", MemTag::OptV, size_t(partition.total_v) * 4}};
+  if (compute_dtype != DType::F32 && settings.master_weights)
+    plan.push_back({"master weights", MemTag::Master, n * 4});
+  if (settings.accumulation == "adama")
+    plan.push_back({"AdamA fold status", MemTag::Workspace, sizeof(FoldStatus)});
+  return plan;
 }
 
 Optimizer::~Optimizer() {

@@ -39,6 +39,11 @@ class Optimizer {
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
 
+  // Exactly the buffers the constructor allocates (m, v, master weights, fold status), in that
+  // order, without building anything: the memory planner sums these.
+  static std::vector<BufferPlan> state_plan(const OptimizerSettings& settings,
+                                            const ModelConfig& model, DType compute_dtype);
+
   bool adama() const { return settings_.accumulation == "adama"; }
   bool has_master() const { return master_ != nullptr; }
 

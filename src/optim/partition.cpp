@@ -16,9 +16,6 @@ namespace slim {
 
 namespace {
 
-constexpr const char* kRulesFormat = "slimtrain-slim-rules";
-constexpr int kRulesVersion = 1;
-
 // What one segment becomes: a block kind, the head size for Head, and the reason shown in the
 // printed table.
 struct Choice {
@@ -129,10 +126,6 @@ Choice slim_default_choice(const ParamInfo& p, const PartitionSegment& s) {
   throw Error(cat(p.name, ": no SlimAdam rule for role ", param_role_name(p.role)));
 }
 
-// The rules-file key of a segment: the tensor name, or name/segment for a fused tensor.
-std::string rules_key(const std::string& tensor, size_t n_segments, const std::string& what) {
-  return n_segments == 1 ? tensor : tensor + "/" + what;
-}
 
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -159,13 +152,13 @@ SlimRules load_slim_rules(const std::string& path) {
   } catch (const nlohmann::json::parse_error& e) {
     throw UsageError(cat("SlimAdam rules file '", path, "' is not valid JSON: ", e.what()));
   }
-  if (!doc.is_object() || !doc.contains("format") || doc["format"] != kRulesFormat)
-    throw UsageError(cat("SlimAdam rules file '", path, "': \"format\" must be \"", kRulesFormat,
+  if (!doc.is_object() || !doc.contains("format") || doc["format"] != kSlimRulesFormat)
+    throw UsageError(cat("SlimAdam rules file '", path, "': \"format\" must be \"", kSlimRulesFormat,
                          "\" (write one with `slimtrain calibrate`)"));
-  if (!doc.contains("version") || doc["version"] != kRulesVersion)
+  if (!doc.contains("version") || doc["version"] != kSlimRulesVersion)
     throw UsageError(cat("SlimAdam rules file '", path, "': \"version\" ",
                          doc.contains("version") ? doc["version"].dump() : std::string("(missing)"),
-                         " is not supported; this slimtrain reads version ", kRulesVersion));
+                         " is not supported; this slimtrain reads version ", kSlimRulesVersion));
   if (!doc.contains("rules") || !doc["rules"].is_object())
     throw UsageError(cat("SlimAdam rules file '", path,
                          "': \"rules\" must be an object mapping tensor names to compress dims"));
@@ -212,7 +205,7 @@ void apply_slim_rules_file(const SlimRules& file, const ParamTable& params,
     const ParamInfo& p = params.params[t.param_index];
     if (t.segments.size() > 1) fused_names.insert(t.tensor);
     for (PartitionSegment& s : t.segments) {
-      const std::string key = rules_key(t.tensor, t.segments.size(), s.what);
+      const std::string key = slim_rules_key(t.tensor, t.segments.size(), s.what);
       const auto it = file.rules.find(key);
       if (it == file.rules.end()) {
         missing.push_back(key);
@@ -360,13 +353,13 @@ PartitionTable build_partition(const std::string& optimizer, const ParamTable& p
 }
 
 std::string slim_rules_to_json(const PartitionTable& table) {
-  std::string out = cat("{\n  \"format\": \"", kRulesFormat, "\",\n  \"version\": ", kRulesVersion,
+  std::string out = cat("{\n  \"format\": \"", kSlimRulesFormat, "\",\n  \"version\": ", kSlimRulesVersion,
                         ",\n  \"rules\": {");
   bool first = true;
   for (const TensorPartition& t : table.tensors) {
     const bool one_dim = t.ndim == 1;
     for (const PartitionSegment& s : t.segments) {
-      const std::string key = rules_key(t.tensor, t.segments.size(), s.what);
+      const std::string key = slim_rules_key(t.tensor, t.segments.size(), s.what);
       // Row or Head blocks of one row on a 1-D tensor are single elements: null.
       const bool single_rows = s.kind == BlockKind::Row || (s.kind == BlockKind::Head && s.head_dim == 1);
       std::string rule;
@@ -429,6 +422,10 @@ std::string PartitionTable::format() const {
   os << "parameters: " << with_thousands(total_params) << ", v per parameter: " << percent << "\n";
   os << "v entries: " << with_thousands(total_v) << "\n";
   return os.str();
+}
+
+std::string slim_rules_key(const std::string& tensor, size_t n_segments, const std::string& segment) {
+  return n_segments == 1 ? tensor : tensor + "/" + segment;
 }
 
 }  // namespace slim

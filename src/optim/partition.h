@@ -90,6 +90,12 @@ PartitionTable build_partition(const std::string& optimizer, const ParamTable& p
 // for a partition SlimAdam cannot express (Head blocks of more than one row).
 std::string slim_rules_to_json(const PartitionTable& table);
 
+// The rules file's format tag and version, and a segment's key in it: the tensor name, or
+// name/segment for a tensor with several segments (the fused qkv).
+constexpr const char* kSlimRulesFormat = "slimtrain-slim-rules";
+constexpr int kSlimRulesVersion = 1;
+std::string slim_rules_key(const std::string& tensor, size_t n_segments, const std::string& segment);
+
 // 1234567 -> "1,234,567".
 std::string with_thousands(int64_t n);
 

@@ -27,4 +27,16 @@ float LrSchedule::lr_at(int step) const {
   throw UsageError(cat("unknown training.schedule '", kind, "'; use cosine | linear | wsd | constant"));
 }
 
+LrSchedule schedule_of(const RunConfig& config) {
+  const TrainingConfig& t = config.training;
+  LrSchedule schedule;
+  schedule.kind = t.schedule;
+  schedule.peak_lr = config.optimizer.lr;
+  schedule.total_steps = t.steps;
+  schedule.warmup_steps = t.warmup_steps;
+  schedule.min_lr_fraction = t.min_lr_fraction;
+  schedule.wsd_decay_fraction = t.wsd_decay_fraction;
+  return schedule;
+}
+
 }  // namespace slim

@@ -3,6 +3,8 @@
 #pragma once
 #include <string>
 
+#include "config/config.h"
+
 namespace slim {
 
 struct LrSchedule {
@@ -15,5 +17,8 @@ struct LrSchedule {
 
   float lr_at(int step) const;
 };
+
+// The schedule a run config asks for (optimizer.lr, training.*).
+LrSchedule schedule_of(const RunConfig& config);
 
 }  // namespace slim

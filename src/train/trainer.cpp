@@ -61,6 +61,31 @@ float apply_update(Optimizer& optimizer, double grad_norm, float lr, float grad_
   return grad_scale;
 }
 
+TrainingSetup build_training(const RunConfig& config, Backend& backend,
+                             const std::vector<float>* weights) {
+  TrainingSetup setup;
+  setup.model = std::make_unique<GptModel>(config.model, backend);
+  GptModel& model = *setup.model;
+  const bool adama = config.optimizer.accumulation == "adama";
+  if (adama)
+    model.allocate_layer_grads(nullptr);
+  else
+    model.allocate_grads();
+  model.allocate_activations(config.training.micro_batch, config.training.seq_len,
+                             config.training.recompute);
+  if (weights)
+    model.params_from_host(*weights);
+  else
+    model.init_weights(config.seed);
+  // After the weights: master weights start as a copy of them.
+  setup.optimizer = std::make_unique<Optimizer>(optimizer_settings(config), model);
+  if (adama) {
+    Optimizer* optimizer = setup.optimizer.get();
+    model.set_grad_sink([optimizer](size_t index, const void* grad) { optimizer->fold(index, grad); });
+  }
+  return setup;
+}
+
 std::string ClipPolicy::describe() const {
   if (mode == "global_norm") return cat("global norm ", threshold, " (exact)");
   if (mode == "lagged")
@@ -245,20 +270,10 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
               SLIMTRAIN_VERSION, backend->name().c_str(), dtype_name(backend->compute_dtype()),
               config.out_dir.c_str(), resolved.c_str());
 
-  GptModel model(config.model, *backend);
   const bool adama = config.optimizer.accumulation == "adama";
-  if (adama)
-    model.allocate_layer_grads(nullptr);
-  else
-    model.allocate_grads();
-  model.allocate_activations(B, T, tc.recompute);
-  if (loaded)
-    model.params_from_host(loaded->params);
-  else
-    model.init_weights(config.seed);
-  Optimizer optimizer(optimizer_settings(config), model);
-  if (adama)
-    model.set_grad_sink([&optimizer](size_t index, const void* grad) { optimizer.fold(index, grad); });
+  TrainingSetup setup = build_training(config, *backend, loaded ? &loaded->params : nullptr);
+  GptModel& model = *setup.model;
+  Optimizer& optimizer = *setup.optimizer;
   const ClipPolicy clip = clip_policy(config);
 
   DataLoader train_loader(config.data.train, B, T, 0, 1, config.data.shuffle, config.seed,
@@ -295,13 +310,7 @@ int run_training(const RunConfig& config_in, const TrainOptions& options) {
   std::printf("clipping: %s\n", clip.describe().c_str());
   std::fflush(stdout);
 
-  LrSchedule schedule;
-  schedule.kind = tc.schedule;
-  schedule.peak_lr = config.optimizer.lr;
-  schedule.total_steps = tc.steps;
-  schedule.warmup_steps = tc.warmup_steps;
-  schedule.min_lr_fraction = tc.min_lr_fraction;
-  schedule.wsd_decay_fraction = tc.wsd_decay_fraction;
+  const LrSchedule schedule = schedule_of(config);
 
   MetricsLog metrics(config.out_dir + "/metrics.jsonl", start_step);
   install_stop_handlers();

@@ -3,6 +3,8 @@
 // CUDA: everything device-side goes through the Backend the config selects.
 #pragma once
 #include <functional>
+#include <memory>
+#include <vector>
 #include <string>
 
 #include "config/config.h"
@@ -19,6 +21,17 @@ struct TrainOptions {
 // Runs the whole job. Returns the process exit code (0 also when stopped by a signal after
 // writing a checkpoint). Throws slim::Error / UsageError on failure.
 int run_training(const RunConfig& config, const TrainOptions& options);
+
+// The model and optimizer of a run on `backend`, built and wired exactly as run_training does:
+// the gradient buffers of the accumulation mode (and AdamA's sink into the optimizer),
+// activations for training.micro_batch x seq_len with training.recompute, the weights (from
+// `weights` when given, fp32 in table order, else the config's seeded init), the optimizer state.
+struct TrainingSetup {
+  std::unique_ptr<GptModel> model;
+  std::unique_ptr<Optimizer> optimizer;
+};
+TrainingSetup build_training(const RunConfig& config, Backend& backend,
+                             const std::vector<float>* weights = nullptr);
 
 // The two halves of an optimizer step, split so the caller can check the loss and gradient norm
 // for NaN/Inf before any weight is touched.
