@@ -31,6 +31,7 @@
 #include "backend/cuda/cuda_workspace_plan.h"
 #include "model/gpt.h"
 #include "optim/optimizer.h"
+#include "train/memory_plan.h"
 #include "train/trainer.h"
 #include "util/error.h"
 
@@ -543,20 +544,64 @@ TEST_F(CudaStep, WorkspaceBytesAreThePlannedBytes) {
     }
 }
 
-TEST_F(CudaStep, BackwardWithoutReservedScratchNamesTheMissingCall) {
+TEST_F(CudaStep, OpsNeedingScratchBeforeReserveNameTheMissingCall) {
+  // The model reserves the backward scratch when it sizes its activations; a caller that drives
+  // the backend's ops directly without that gets an error naming the call, not a fault.
   CudaBackend cuda(DType::F32);
-  GptModel model(tiny_config(), cuda);
-  model.init_weights(kInitSeed);
-  model.allocate_activations(kB, kT);
-  model.allocate_grads();
-  std::vector<int> inputs(kB * kT, 1), targets(kB * kT, 2);
-  model.forward(inputs.data(), targets.data(), kB, kT, 1.0f / (kB * kT));
+  const int N = kB * kT, C = 64;
+  void* dinp = cuda.alloc(size_t(N) * C * 4, MemTag::Scratch, "dinp");
+  void* dout = cuda.alloc(size_t(N) * C * 4, MemTag::Scratch, "dout");
+  void* inp = cuda.alloc(size_t(N) * C * 4, MemTag::Scratch, "inp");
+  void* w = cuda.alloc(size_t(C) * 4, MemTag::Scratch, "w");
+  void* dw = cuda.alloc(size_t(C) * 4, MemTag::Scratch, "dw");
+  void* db = cuda.alloc(size_t(C) * 4, MemTag::Scratch, "db");
+  float* stats = static_cast<float*>(cuda.alloc(size_t(N) * 4 * 2, MemTag::Scratch, "stats"));
+  for (void* p : {dinp, dout, inp, w, dw, db, static_cast<void*>(stats)})
+    cuda.zero(p, p == w || p == dw || p == db ? size_t(C) * 4 : p == stats ? size_t(N) * 8 : size_t(N) * C * 4);
   try {
-    model.backward();
-    FAIL() << "backward ran without reserved scratch";
+    cuda.layernorm_backward(dinp, dw, db, dout, inp, w, stats, stats + N, N, C, false);
+    FAIL() << "layernorm_backward ran without reserved scratch";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("reserve_workspace"), std::string::npos) << e.what();
   }
+  for (void* p : {dinp, dout, inp, w, dw, db, static_cast<void*>(stats)}) cuda.release(p);
+}
+
+// `slimtrain memory`'s prediction equals what a run built the way run_training builds it holds on
+// this backend, tag by tag, after a real step: every optimizer x mode, fp32 and bf16 (with and
+// without master weights), with recompute.
+TEST_F(CudaStep, MemoryPlanEqualsTheAllocatorOnTheCudaBackend) {
+  for (DType dtype : {DType::F32, DType::BF16})
+    for (const char* kind : {"adamw", "adam_mini", "slim_adam"})
+      for (const char* mode : {"grads", "adama"}) {
+        const bool master = !(dtype == DType::BF16 && std::string(kind) == "adam_mini");
+        SCOPED_TRACE(cat(dtype_name(dtype), " ", kind, "/", mode, master ? "" : " no master"));
+        RunConfig config = parse_run_config(
+            cat(R"({"model": {"n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 97,
+                "padded_vocab_size": 128, "max_seq_len": 16},
+                "optimizer": {"kind": ")", kind, R"(", "accumulation": ")", mode,
+                R"(", "master_weights": )", master ? "true" : "false", R"(},
+                "training": {"micro_batch": 2, "seq_len": 13, "recompute": 1},
+                "backend": "cuda", "precision": ")", dtype_name(dtype), R"("})"),
+            {});
+        const MemoryPlan plan = plan_memory(config, "cuda");
+        CudaBackend cuda(dtype);
+        TrainingSetup setup = build_training(config, cuda);
+        std::vector<int> tokens(size_t(2) * 13);
+        for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int(i * 5 % 97);
+        const StepResult step = train_step(
+            *setup.model, *setup.optimizer,
+            [&](int* in, int* tg) {
+              std::copy(tokens.begin(), tokens.end(), in);
+              std::copy(tokens.begin(), tokens.end(), tg);
+            },
+            2, 13, 1, 1e-3f, ClipPolicy{});
+        EXPECT_TRUE(step.updated);
+        const auto predicted = plan.by_tag();
+        for (int tag = 0; tag < kMemTagCount; ++tag)
+          EXPECT_EQ(predicted[tag], cuda.allocator().bytes(MemTag(tag))) << mem_tag_name(MemTag(tag));
+        EXPECT_EQ(plan.total(), cuda.allocator().total());
+      }
 }
 
 #ifdef SLIMTRAIN_WITH_CUDA
