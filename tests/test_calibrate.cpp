@@ -363,21 +363,8 @@ TEST(SlimRules, WrittenFileLoadsThroughBuildPartition) {
 
 // ---- `slimtrain calibrate` end to end ------------------------------------------------------
 
-struct CommandResult {
-  int exit_code;
-  std::string output;  // stdout + stderr
-};
-
-CommandResult run(const std::string& args) {
-  const std::string command = std::string(SLIMTRAIN_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
-}
+using test::CommandResult;
+constexpr auto run = &test::run_slimtrain;
 
 class CalibrateCli : public ::testing::Test {
  protected:

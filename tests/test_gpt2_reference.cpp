@@ -11,61 +11,14 @@
 #include "optim/optimizer.h"
 #include "train/trainer.h"
 
-#ifndef SLIMTRAIN_SOURCE_DIR
-#define SLIMTRAIN_SOURCE_DIR "."
-#endif
+#include "reference_model.h"
 
 namespace slim {
 namespace {
 
-constexpr int kB = 4, kT = 32;
+constexpr int kB = test::kRefB, kT = test::kRefT;
 
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_kv_head = 4;
-  c.n_embd = 64;
-  c.vocab_size = 61;
-  c.padded_vocab_size = 64;
-  c.max_seq_len = 32;
-  c.ffn_hidden = 256;
-  return c;
-}
-
-class Gpt2Reference : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dump_ = read_safetensors(std::string(SLIMTRAIN_SOURCE_DIR) +
-                             "/tests/data/gpt2_tiny_reference.safetensors");
-    backend_ = make_backend("cpu", "fp32");
-    model_ = std::make_unique<GptModel>(tiny_config(), *backend_);
-    model_->allocate_grads();
-    model_->allocate_activations(kB, kT);
-    std::vector<float> params(model_->num_params());
-    for (const ParamInfo& p : model_->table().params) {
-      std::vector<float> values = dump_.read_f32("param." + p.name);
-      ASSERT_EQ(values.size(), p.numel) << p.name;
-      std::copy(values.begin(), values.end(), params.begin() + p.offset);
-    }
-    model_->params_from_host(params);
-    tokens_ = dump_.read_i32("tokens");  // [11, B, T+1]
-  }
-  // Batch k's inputs/targets from the [11, B, T+1] token array.
-  void batch(int k, int* inputs, int* targets) const {
-    for (int b = 0; b < kB; ++b)
-      for (int t = 0; t < kT; ++t) {
-        const int* row = tokens_.data() + (size_t(k) * kB + b) * (kT + 1);
-        inputs[b * kT + t] = row[t];
-        targets[b * kT + t] = row[t + 1];
-      }
-  }
-
-  SafetensorsFile dump_;
-  std::unique_ptr<Backend> backend_;
-  std::unique_ptr<GptModel> model_;
-  std::vector<int32_t> tokens_;
-};
+class Gpt2Reference : public test::ReferenceModelTest {};
 
 // |a - b| <= abs_tol + rel_tol * max|ref| over the tensor: the scale-aware fp32 tolerance.
 void expect_close(const std::vector<float>& got, const std::vector<float>& ref, double rel_tol,
@@ -92,8 +45,8 @@ TEST_F(Gpt2Reference, LogitsLossAndGradientsMatchPyTorch) {
   std::vector<float> logits(size_t(kB) * kT * Vp);
   for (int b = 0; b < kB; ++b)
     for (int t = 0; t < kT; ++t) model_->logits_row_to_host(b, t, logits.data() + (b * kT + t) * Vp);
-  expect_close(logits, dump_.read_f32("logits"), 1e-5, 1e-6, "logits");
-  const float ref_loss = dump_.read_f32("loss")[0];
+  expect_close(logits, gpt2_.read_f32("logits"), 1e-5, 1e-6, "logits");
+  const float ref_loss = gpt2_.read_f32("loss")[0];
   EXPECT_NEAR(loss_no_grad, ref_loss, 2e-6);
 
   const float loss = model_->forward(inputs.data(), targets.data(), kB, kT, 1.0f / (kB * kT));
@@ -104,7 +57,7 @@ TEST_F(Gpt2Reference, LogitsLossAndGradientsMatchPyTorch) {
   backend_->download_x_as_f32(grads.data(), model_->grads(), grads.size());
   for (const ParamInfo& p : model_->table().params) {
     std::vector<float> got(grads.begin() + p.offset, grads.begin() + p.offset + p.numel);
-    expect_close(got, dump_.read_f32("grad." + p.name), 2e-5, 1e-7, "grad." + p.name);
+    expect_close(got, gpt2_.read_f32("grad." + p.name), 2e-5, 1e-7, "grad." + p.name);
   }
 }
 
@@ -112,8 +65,8 @@ TEST_F(Gpt2Reference, TenAdamWStepsWithClippingMatchPyTorch) {
   OptimizerSettings settings;  // betas (0.9, 0.95), eps 1e-8, weight decay 0.1 on 2-D tensors
   settings.weight_decay = 0.1f;
   Optimizer optimizer(settings, *model_);
-  const std::vector<float> ref_losses = dump_.read_f32("adamw_losses");
-  const std::vector<float> ref_norms = dump_.read_f32("adamw_grad_norms");
+  const std::vector<float> ref_losses = gpt2_.read_f32("adamw_losses");
+  const std::vector<float> ref_norms = gpt2_.read_f32("adamw_grad_norms");
   ASSERT_EQ(ref_losses.size(), 10u);
   int clipped = 0;
   for (int k = 0; k < 10; ++k) {
@@ -130,7 +83,7 @@ TEST_F(Gpt2Reference, TenAdamWStepsWithClippingMatchPyTorch) {
     std::vector<float> got(params.begin() + p.offset, params.begin() + p.offset + p.numel);
     // Adam's step is ~lr whatever the gradient's size, so fp32 noise in a near-zero gradient can
     // flip one entry's step: an absolute tolerance of ~0.1 lr (weights move ~1e-2 in 10 steps).
-    expect_close(got, dump_.read_f32("adamw_final." + p.name), 0.0, 1e-4, "final " + p.name);
+    expect_close(got, gpt2_.read_f32("adamw_final." + p.name), 0.0, 1e-4, "final " + p.name);
   }
 }
 

@@ -14,6 +14,8 @@
 #include "train/trainer.h"
 #include "util/error.h"
 
+#include "test_support.h"
+
 namespace slim {
 namespace {
 
@@ -69,20 +71,8 @@ TEST(MemoryPlan, LeanModesNeedLessAndSizesParse) {
     EXPECT_THROW(parse_memory_size(bad), UsageError) << bad;
 }
 
-struct CommandResult {
-  int exit_code;
-  std::string output;
-};
-
-CommandResult run(const std::string& args) {
-  FILE* pipe = popen((std::string(SLIMTRAIN_BINARY) + " " + args + " 2>&1").c_str(), "r");
-  std::string output;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
-}
+using test::CommandResult;
+constexpr auto run = &test::run_slimtrain;
 
 TEST(MemoryCli, PrintsTheTableTheComparisonAndAFitVerdict) {
   const std::string config = std::string(SLIMTRAIN_SOURCE_DIR) + "/configs/gpt2_124m.json";

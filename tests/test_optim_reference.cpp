@@ -28,14 +28,12 @@
 #include "optim/partition.h"
 #include "train/trainer.h"
 
-#ifndef SLIMTRAIN_SOURCE_DIR
-#define SLIMTRAIN_SOURCE_DIR "."
-#endif
+#include "reference_model.h"
 
 namespace slim {
 namespace {
 
-constexpr int kB = 4, kT = 32, kSteps = 10;
+constexpr int kB = test::kRefB, kT = test::kRefT, kSteps = 10;
 
 // Tolerances, from the spread of fp32 arithmetic around the fp64 reference, with 4-10x room for a
 // different summation order or compiler. Observed worst errors (Adam-mini / SlimAdam), for torch
@@ -58,19 +56,6 @@ constexpr double kWeightTolElement = 1e-3;
 constexpr double kVRelTol = 1e-4;  // of the tensor's largest v
 constexpr double kLossTol = 1e-5;
 constexpr double kNormRelTol = 1e-5;
-
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_kv_head = 4;
-  c.n_embd = 64;
-  c.vocab_size = 61;
-  c.padded_vocab_size = 64;
-  c.max_seq_len = 32;
-  c.ffn_hidden = 256;
-  return c;
-}
 
 // The v-entry counts of OPTIMIZERS.md §2.3 / §3.2 written out per tensor, as §4 counts GPT-2 124M.
 int64_t adam_mini_v_count(const ModelConfig& c) {
@@ -106,24 +91,11 @@ Worst worst_error(const std::vector<float>& got, const std::vector<float>& ref) 
   return w;
 }
 
-class OptimReference : public ::testing::Test {
+class OptimReference : public test::ReferenceModelTest {
  protected:
   void SetUp() override {
-    const std::string dir = std::string(SLIMTRAIN_SOURCE_DIR) + "/tests/data/";
-    gpt2_ = read_safetensors(dir + "gpt2_tiny_reference.safetensors");
-    dump_ = read_safetensors(dir + "optim_reference.safetensors");
-    backend_ = make_backend("cpu", "fp32");
-    model_ = std::make_unique<GptModel>(tiny_config(), *backend_);
-    model_->allocate_grads();
-    model_->allocate_activations(kB, kT);
-    std::vector<float> params(model_->num_params());
-    for (const ParamInfo& p : model_->table().params) {
-      std::vector<float> values = gpt2_.read_f32("param." + p.name);
-      ASSERT_EQ(values.size(), p.numel) << p.name;
-      std::copy(values.begin(), values.end(), params.begin() + p.offset);
-    }
-    model_->params_from_host(params);
-    tokens_ = gpt2_.read_i32("tokens");  // [11, B, T+1]
+    test::ReferenceModelTest::SetUp();
+    dump_ = read_safetensors(test::reference_data_path("optim_reference.safetensors"));
   }
 
   // A hyperparameter the script wrote into the dump's metadata (Python repr of a float).
@@ -143,22 +115,10 @@ class OptimReference : public ::testing::Test {
     return s;  // partition options: the official defaults (wpe one block, v per row)
   }
 
-  void batch(int k, int* inputs, int* targets) const {
-    for (int b = 0; b < kB; ++b)
-      for (int t = 0; t < kT; ++t) {
-        const int* row = tokens_.data() + (size_t(k) * kB + b) * (kT + 1);
-        inputs[b * kT + t] = row[t];
-        targets[b * kT + t] = row[t + 1];
-      }
-  }
-
   // Runs the dump's 10 steps with optimizer `kind` and compares everything it holds.
   void run_and_compare(const std::string& kind);
 
-  SafetensorsFile gpt2_, dump_;
-  std::unique_ptr<Backend> backend_;
-  std::unique_ptr<GptModel> model_;
-  std::vector<int32_t> tokens_;
+  SafetensorsFile dump_;  // the optimizer dump: losses, norms, final weights and v per kind
 };
 
 void OptimReference::run_and_compare(const std::string& kind) {

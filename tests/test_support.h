@@ -2,6 +2,9 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <filesystem>
 #include <string>
 
@@ -20,6 +23,27 @@ inline std::string fresh_test_dir(const std::string& area) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
+}
+
+// Runs the slimtrain executable under test with `args` (a shell command line tail), as a user
+// would: its exit code and stdout + stderr.
+struct CommandResult {
+  int exit_code;
+  std::string output;
+};
+inline CommandResult run_slimtrain(const std::string& args) {
+#ifdef SLIMTRAIN_BINARY
+  const std::string command = std::string(SLIMTRAIN_BINARY) + " " + args + " 2>&1";
+#else
+  const std::string command = "slimtrain " + args + " 2>&1";
+#endif
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string output;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
 }
 
 }  // namespace slim::test

@@ -26,21 +26,8 @@ namespace fs = std::filesystem;
 namespace slim {
 namespace {
 
-struct CommandResult {
-  int exit_code;
-  std::string output;  // stdout + stderr
-};
-
-CommandResult run(const std::string& args) {
-  std::string command = std::string(SLIMTRAIN_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  char buffer[4096];
-  size_t n;
-  while ((n = fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output};
-}
+using test::CommandResult;
+constexpr auto run = &test::run_slimtrain;
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
