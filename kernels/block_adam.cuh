@@ -43,6 +43,12 @@
 // same stochastic-rounding index (the element's index in the tensor), so with one Element segment
 // block_adam_step gives adamw_update's bits.
 //
+// m is floatM: float, or __nv_bfloat16 when the optimizer stores it in bf16 (h.m_bf16 must agree;
+// optim/block_adam.h). Every kernel that writes m (step, fold, unfold, undo decay) reads it as
+// fp32 and stores it with store_rounded: fp32 as is, bf16 stochastically rounded with
+// random_bits(h.m_seed, the element's index in the tensor), the CPU reference's bits. The grads-
+// mode step applies the unrounded m to the weights, as the CPU does.
+//
 // Loads are scalar and coalesced, not 128-bit packs: segments start at any row of a tensor and
 // rows have any length, so no alignment can be assumed; like adamw.cuh, these kernels are bounded
 // by DRAM bandwidth either way.
@@ -51,11 +57,12 @@
 #include "cuda_check.h"
 #include "packed.h"
 #include "reduce.cuh"
-#include "adamw.cuh"            // store_param (stochastic rounding to bf16)
+#include "adamw.cuh"            // store_rounded (stochastic rounding to bf16)
 #include "block_adam_sizes.h"   // the plan: cuts, partial layout, scratch floats
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "backend/backend.h"  // FoldStatus
 #include "optim/block_adam.h"
@@ -202,9 +209,11 @@ __global__ void block_adam_fold_verdict_kernel(int* verdict, FoldStatus* status,
 // AdamA fold (kUnfold false) or its inverse (true) of one segment, when the verdict says write:
 // thread i folds element i's m (and its own v under Element); thread b < blocks also folds block
 // b's v from the block's mean (Element segments have no partials: `partials` is unused there).
-template <typename floatX, bool kUnfold>
-__global__ void block_adam_fold_kernel(float* m, float* v, const floatX* grads, BlockGeometry geo,
-                                       int64_t elements, int64_t blocks, const float* partials,
+// first_element: the segment's offset in the tensor (the rounding index of a bf16 m).
+template <typename floatX, typename floatM, bool kUnfold>
+__global__ void block_adam_fold_kernel(floatM* m, float* v, const floatX* grads, BlockGeometry geo,
+                                       int64_t elements, int64_t first_element, int64_t blocks,
+                                       const float* partials,
                                        block_adam_detail::PartialLayout layout, BlockAdamHyper h,
                                        bool first_fold, const int* verdict) {
   using namespace block_adam_detail;
@@ -217,11 +226,14 @@ __global__ void block_adam_fold_kernel(float* m, float* v, const floatX* grads, 
   const bool element_v = geo.kind == BlockKind::Element;
   if (i < elements) {
     const float g = to_float(grads[i]) * c;
+    const uint64_t index = static_cast<uint64_t>(first_element + i);
     if constexpr (kUnfold) {
-      m[i] = moment_unstep(m[i], m_weight, g);
+      const float m_new = moment_unstep(to_float(m[i]), m_weight, g);
+      m[i] = store_rounded<floatM>(m_new, h.m_seed, index);
       if (element_v) v[i] = square_moment_unstep(v[i], v_weight, g);
     } else {
-      m[i] = moment_step(m[i], m_keep, m_weight, g);
+      const float m_new = moment_step(to_float(m[i]), m_keep, m_weight, g);
+      m[i] = store_rounded<floatM>(m_new, h.m_seed, index);
       if (element_v) v[i] = square_moment_step(v[i], v_keep, v_weight, g);
     }
   }
@@ -246,33 +258,35 @@ __global__ void block_adam_v_step_kernel(float* v, const float* partials,
 // Grads mode, one thread per element: m, (Element: v,) the weight, its master and its stored copy.
 // Pointers are at the segment's first element / v entry; first_element is the segment's offset in
 // the tensor (the stochastic-rounding index is the element's index in the tensor, as in adamw.cuh).
-template <typename floatX>
+template <typename floatX, typename floatM>
 __global__ void block_adam_step_kernel(floatX* params, float* master, const floatX* grads,
-                                       float* m, float* v, BlockGeometry geo, int64_t elements,
+                                       floatM* m, float* v, BlockGeometry geo, int64_t elements,
                                        int64_t first_element, BlockAdamHyper h) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= elements) return;
+  const uint64_t index = static_cast<uint64_t>(first_element + i);
   // The order of adamw_update_kernel (and of block_adam_step_cpu).
   const float g = to_float(grads[i]) * h.grad_scale;
-  const float m_new = moment_step(m[i], h.beta1, 1.0f - h.beta1, g);
+  const float m_new = moment_step(to_float(m[i]), h.beta1, 1.0f - h.beta1, g);
   float v_e;
   if (geo.kind == BlockKind::Element) {
     v_e = square_moment_step(v[i], h.beta2, 1.0f - h.beta2, g);
-    m[i] = m_new;
+    m[i] = store_rounded<floatM>(m_new, h.m_seed, index);
     v[i] = v_e;
   } else {
-    m[i] = m_new;
+    m[i] = store_rounded<floatM>(m_new, h.m_seed, index);
     v_e = v[block_adam_detail::element_v_index(geo, i)];
   }
   const float w_old = master != nullptr ? master[i] : to_float(params[i]);
   const float w_new = adam_apply(w_old, m_new, v_e, h);
   if (master != nullptr) master[i] = w_new;
-  params[i] = store_param<floatX>(w_new, h.seed, static_cast<uint64_t>(first_element + i));
+  params[i] = store_rounded<floatX>(w_new, h.seed, index);
 }
 
 // Update clipping, stage 1: warp w sums u^2 (u = adam_direction) over chunk w of the segment's
 // real elements.
-__global__ void block_adam_direction_partials_kernel(float* partials, const float* m,
+template <typename floatM>
+__global__ void block_adam_direction_partials_kernel(float* partials, const floatM* m,
                                                      const float* v, BlockGeometry geo,
                                                      block_adam_detail::SpanCut cut,
                                                      BlockAdamHyper h) {
@@ -285,7 +299,7 @@ __global__ void block_adam_direction_partials_kernel(float* partials, const floa
                                                                  : cut.span_length;
   float sum = 0.0f;
   for (int64_t i = begin + lane; i < end; i += 32) {
-    const float u = adam_direction(m[i], v[element_v_index(geo, i)], h);
+    const float u = adam_direction(to_float(m[i]), v[element_v_index(geo, i)], h);
     sum += u * u;
   }
   sum = warp_sum(sum);
@@ -306,8 +320,8 @@ __global__ void block_adam_clip_scale_kernel(float* scale, const float* partials
 
 // AdamA apply, one thread per element. clip_scale (device, may be null = 1) is the same for the
 // whole tensor, so the branch is uniform; scale 1 takes adam_apply itself (block_adam.h says why).
-template <typename floatX>
-__global__ void block_adam_apply_kernel(floatX* params, float* master, const float* m,
+template <typename floatX, typename floatM>
+__global__ void block_adam_apply_kernel(floatX* params, float* master, const floatM* m,
                                         const float* v, BlockGeometry geo, int64_t elements,
                                         int64_t first_element, BlockAdamHyper h,
                                         const float* clip_scale) {
@@ -315,18 +329,24 @@ __global__ void block_adam_apply_kernel(floatX* params, float* master, const flo
   if (i >= elements) return;
   const float scale = clip_scale != nullptr ? *clip_scale : 1.0f;
   const float w_old = master != nullptr ? master[i] : to_float(params[i]);
-  const float m_i = m[i], v_b = v[block_adam_detail::element_v_index(geo, i)];
+  const float m_i = to_float(m[i]), v_b = v[block_adam_detail::element_v_index(geo, i)];
   const float w_new =
       scale == 1.0f ? adam_apply(w_old, m_i, v_b, h) : adam_apply_scaled(w_old, m_i, v_b, h, scale);
   if (master != nullptr) master[i] = w_new;
-  params[i] = store_param<floatX>(w_new, h.seed, static_cast<uint64_t>(first_element + i));
+  params[i] = store_rounded<floatX>(w_new, h.seed, static_cast<uint64_t>(first_element + i));
 }
 
-// m[i] /= beta1 for i < elements, v[b] /= beta2 for b < v_entries.
-__global__ void block_adam_undo_decay_kernel(float* m, float* v, int64_t elements,
-                                             int64_t v_entries, float beta1, float beta2) {
+// m[i] /= beta1 for i < elements (m at the tensor's first element; a bf16 m rounded with m_seed),
+// v[b] /= beta2 for b < v_entries.
+template <typename floatM>
+__global__ void block_adam_undo_decay_kernel(floatM* m, float* v, int64_t elements,
+                                             int64_t v_entries, float beta1, float beta2,
+                                             uint32_t m_seed) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < elements) m[i] = undo_decay(m[i], beta1);
+  if (i < elements) {
+    const float m_new = undo_decay(to_float(m[i]), beta1);
+    m[i] = store_rounded<floatM>(m_new, m_seed, static_cast<uint64_t>(i));
+  }
   if (i < v_entries) v[i] = undo_decay(v[i], beta2);
 }
 
@@ -335,7 +355,8 @@ __global__ void block_adam_undo_decay_kernel(float* m, float* v, int64_t element
 // Pointers as in Backend::block_adam_step: params / master / grads / m at the tensor's first
 // element (rows x cols), v at its first v entry (the run's v buffer + part.v_offset); master may be
 // null (the params are then the weights: fp32, or bf16 updated in fp32 and rounded back
-// stochastically). scratch: block_adam_scratch_floats(part) device floats (block_adam_sizes.h).
+// stochastically); m is float or __nv_bfloat16, as h.m_bf16 says. scratch:
+// block_adam_scratch_floats(part) device floats (block_adam_sizes.h).
 // Every launcher checks the partition and its arguments (slim::Error naming the op and tensor)
 // and every launch; under the emulator a launch is synchronous, on a GPU it is queued on `stream`.
 
@@ -351,6 +372,18 @@ inline void require_bias_corrections(const char* op, const TensorPartition& part
     throw Error(cat(op, ": tensor '", part.tensor,
                     "': bias corrections must be positive (1 - beta^t with t >= 1), got ",
                     h.bias_correction1, " and ", h.bias_correction2));
+}
+
+// m's storage type and h.m_bf16 must agree: the optimizer's dtype is in both, and a mismatch would
+// read bf16 bits as floats (or the reverse).
+template <typename floatM>
+void require_moment_dtype(const char* op, const TensorPartition& part, const BlockAdamHyper& h) {
+  static_assert(std::is_same_v<floatM, float> || std::is_same_v<floatM, __nv_bfloat16>,
+                "m is stored in fp32 or bf16");
+  constexpr bool kBf16 = std::is_same_v<floatM, __nv_bfloat16>;
+  if (h.m_bf16 != kBf16)
+    throw Error(cat(op, ": tensor '", part.tensor, "': hyper.m_bf16 = ", h.m_bf16,
+                    " but m is passed as ", kBf16 ? "bf16" : "fp32"));
 }
 
 inline void require_scratch(const char* op, const TensorPartition& part, const float* scratch) {
@@ -398,13 +431,14 @@ void launch_square_partials(const char* op, const SegmentPlan& p, const floatX* 
 }
 
 // fold (kUnfold false) and unfold share everything but the kernel's direction.
-template <typename floatX, bool kUnfold>
-void fold_or_unfold(const char* op, const floatX* grads, float* m, float* v,
+template <typename floatX, typename floatM, bool kUnfold>
+void fold_or_unfold(const char* op, const floatX* grads, floatM* m, float* v,
                     const TensorPartition& part, const BlockAdamHyper& h, bool first_fold,
                     FoldStatus* status, float* scratch, cudaStream_t stream) {
   const TensorPlan plan = plan_tensor(op, part);
   require(plan.elements == 0 || (grads != nullptr && m != nullptr && v != nullptr), op, part,
           "grads, m and v must not be null");
+  require_moment_dtype<floatM>(op, part, h);
   require_scratch(op, part, scratch);
   int* verdict = reinterpret_cast<int*>(scratch + kVerdictSlot);
   float* scaled = scratch + kHeaderFloats;
@@ -417,9 +451,9 @@ void fold_or_unfold(const char* op, const floatX* grads, float* m, float* v,
   CUDA_CHECK_LAUNCH();
   for (const SegmentPlan& p : plan.segments) {
     const int64_t threads = p.elements > p.blocks ? p.elements : p.blocks;
-    simt::launch(block_adam_fold_kernel<floatX, kUnfold>, grid_for(op, threads, kThreads),
+    simt::launch(block_adam_fold_kernel<floatX, floatM, kUnfold>, grid_for(op, threads, kThreads),
                  dim3(kThreads), 0, stream, m + p.first_element, v + p.v_offset,
-                 grads + p.first_element, p.geo, p.elements, p.blocks,
+                 grads + p.first_element, p.geo, p.elements, p.first_element, p.blocks,
                  static_cast<const float*>(scaled + p.partial_offset), p.layout, h, first_fold,
                  static_cast<const int*>(verdict));
     CUDA_CHECK_LAUNCH();
@@ -429,8 +463,8 @@ void fold_or_unfold(const char* op, const floatX* grads, float* m, float* v,
 }  // namespace block_adam_detail
 
 // Grads mode (Backend::block_adam_step): one optimizer step of the tensor from its full gradient.
-template <typename floatX>
-void block_adam_step(floatX* params, float* master, const floatX* grads, float* m, float* v,
+template <typename floatX, typename floatM>
+void block_adam_step(floatX* params, float* master, const floatX* grads, floatM* m, float* v,
                      const TensorPartition& part, const BlockAdamHyper& h, float* scratch,
                      cudaStream_t stream) {
   using namespace block_adam_detail;
@@ -439,6 +473,7 @@ void block_adam_step(floatX* params, float* master, const floatX* grads, float* 
   if (plan.elements == 0) return;
   require(params != nullptr && grads != nullptr && m != nullptr && v != nullptr, op, part,
           "params, grads, m and v must not be null");
+  require_moment_dtype<floatM>(op, part, h);
   require_bias_corrections(op, part, h);
   for (const SegmentPlan& p : plan.segments) {
     if (p.geo.kind != BlockKind::Element) {  // Element segments need no scratch (AdamW)
@@ -451,7 +486,7 @@ void block_adam_step(floatX* params, float* master, const floatX* grads, float* 
                    p.layout, p.blocks, h);
       CUDA_CHECK_LAUNCH();
     }
-    simt::launch(block_adam_step_kernel<floatX>, grid_for(op, p.elements, kThreads),
+    simt::launch(block_adam_step_kernel<floatX, floatM>, grid_for(op, p.elements, kThreads),
                  dim3(kThreads), 0, stream, params + p.first_element,
                  master != nullptr ? master + p.first_element : nullptr, grads + p.first_element,
                  m + p.first_element, v + p.v_offset, p.geo, p.elements, p.first_element, h);
@@ -464,22 +499,22 @@ void block_adam_step(floatX* params, float* master, const floatX* grads, float* 
 // this gradient has a non-finite (grad_scale*g)^2 anywhere (or a partial sum overflows), nothing is
 // written and status->nonfinite is set; otherwise m and v are updated, status->committed grows by
 // one and ||g||^2 (unscaled) is added to status->raw_sum_squares. The host never waits.
-template <typename floatX>
-void block_adam_fold(const floatX* grads, float* m, float* v, const TensorPartition& part,
+template <typename floatX, typename floatM>
+void block_adam_fold(const floatX* grads, floatM* m, float* v, const TensorPartition& part,
                      const BlockAdamHyper& h, bool first_fold, FoldStatus* status, float* scratch,
                      cudaStream_t stream) {
   constexpr const char* op = "block_adam_fold";
   if (status == nullptr)
     throw Error(cat(op, ": tensor '", part.tensor, "': status must point at a device FoldStatus"));
-  block_adam_detail::fold_or_unfold<floatX, false>(op, grads, m, v, part, h, first_fold, status,
-                                                   scratch, stream);
+  block_adam_detail::fold_or_unfold<floatX, floatM, false>(op, grads, m, v, part, h, first_fold,
+                                                           status, scratch, stream);
 }
 
 // AdamA (Backend::block_adam_apply): the step's weight update from the folded m and v.
 // h.update_clip > 0 scales every element's direction u by min(1, update_clip / rms(u)), the RMS
 // taken over the tensor's real elements (weight decay is not scaled).
-template <typename floatX>
-void block_adam_apply(floatX* params, float* master, const float* m, const float* v,
+template <typename floatX, typename floatM>
+void block_adam_apply(floatX* params, float* master, const floatM* m, const float* v,
                       const TensorPartition& part, const BlockAdamHyper& h, float* scratch,
                       cudaStream_t stream) {
   using namespace block_adam_detail;
@@ -488,6 +523,7 @@ void block_adam_apply(floatX* params, float* master, const float* m, const float
   if (plan.elements == 0) return;
   require(params != nullptr && m != nullptr && v != nullptr, op, part,
           "params, m and v must not be null");
+  require_moment_dtype<floatM>(op, part, h);
   require_bias_corrections(op, part, h);
   const float* clip_scale = nullptr;
   if (h.update_clip > 0.0f) {
@@ -495,7 +531,7 @@ void block_adam_apply(floatX* params, float* master, const float* m, const float
     float* partials = scratch + kHeaderFloats;
     for (const SegmentPlan& p : plan.segments) {
       if (p.direction.partials() == 0) continue;
-      simt::launch(block_adam_direction_partials_kernel,
+      simt::launch(block_adam_direction_partials_kernel<floatM>,
                    grid_for(op, p.direction.partials(), kReduceWarps), dim3(kReduceThreads), 0,
                    stream, partials + p.direction_offset, m + p.first_element, v + p.v_offset,
                    p.geo, p.direction, h);
@@ -508,7 +544,7 @@ void block_adam_apply(floatX* params, float* master, const float* m, const float
     clip_scale = scratch + kClipScaleSlot;
   }
   for (const SegmentPlan& p : plan.segments) {
-    simt::launch(block_adam_apply_kernel<floatX>, grid_for(op, p.elements, kThreads),
+    simt::launch(block_adam_apply_kernel<floatX, floatM>, grid_for(op, p.elements, kThreads),
                  dim3(kThreads), 0, stream, params + p.first_element,
                  master != nullptr ? master + p.first_element : nullptr, m + p.first_element,
                  v + p.v_offset, p.geo, p.elements, p.first_element, h, clip_scale);
@@ -519,27 +555,31 @@ void block_adam_apply(floatX* params, float* master, const float* m, const float
 // AdamA (Backend::block_adam_unfold): takes one committed fold of `grads` (same h) back out of m
 // and v. The gradient is checked like a fold's; a non-finite one (it was never committed) leaves
 // m and v alone (the GPU cannot throw mid-stream; the CPU reference throws).
-template <typename floatX>
-void block_adam_unfold(const floatX* grads, float* m, float* v, const TensorPartition& part,
+template <typename floatX, typename floatM>
+void block_adam_unfold(const floatX* grads, floatM* m, float* v, const TensorPartition& part,
                        const BlockAdamHyper& h, float* scratch, cudaStream_t stream) {
-  block_adam_detail::fold_or_unfold<floatX, true>("block_adam_unfold", grads, m, v, part, h,
-                                                  /*first_fold=*/false, nullptr, scratch, stream);
+  block_adam_detail::fold_or_unfold<floatX, floatM, true>("block_adam_unfold", grads, m, v, part,
+                                                          h, /*first_fold=*/false, nullptr, scratch,
+                                                          stream);
 }
 
 // AdamA (Backend::block_adam_undo_decay): m /= beta1 over the tensor, v /= beta2 over its entries.
-inline void block_adam_undo_decay(float* m, float* v, const TensorPartition& part,
-                                  const BlockAdamHyper& h, cudaStream_t stream) {
+template <typename floatM>
+void block_adam_undo_decay(floatM* m, float* v, const TensorPartition& part,
+                           const BlockAdamHyper& h, cudaStream_t stream) {
   using namespace block_adam_detail;
   constexpr const char* op = "block_adam_undo_decay";
   const TensorPlan plan = plan_tensor(op, part);
   const int64_t threads = plan.elements > part.v_entries ? plan.elements : part.v_entries;
   if (threads == 0) return;
   require(m != nullptr && v != nullptr, op, part, "m and v must not be null");
+  require_moment_dtype<floatM>(op, part, h);
   if (!(h.beta1 > 0.0f) || !(h.beta2 > 0.0f))
     throw Error(cat(op, ": tensor '", part.tensor, "': beta1 and beta2 must be positive to undo ",
                     "their decay, got ", h.beta1, " and ", h.beta2));
-  simt::launch(block_adam_undo_decay_kernel, grid_for(op, threads, kThreads), dim3(kThreads), 0,
-               stream, m, v, plan.elements, part.v_entries, h.beta1, h.beta2);
+  simt::launch(block_adam_undo_decay_kernel<floatM>, grid_for(op, threads, kThreads),
+               dim3(kThreads), 0, stream, m, v, plan.elements, part.v_entries, h.beta1, h.beta2,
+               h.m_seed);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,10 +1,14 @@
 // AdamA accumulation (optimizer.accumulation = adama) through the model's gradient sink, on the
 // CPU backend: the equivalences (one micro-batch == grads mode, m after N folds ==
 // grads mode's m), the skip protocol of a non-finite fold (state restored, no weight moved),
-// lagged and update clipping, and activation recompute.
+// lagged and update clipping, and activation recompute; with a bf16 m (optimizer.m_dtype) too:
+// one micro-batch folds grads mode's m and v bit for bit, the skip restores m within its rounding
+// bound, and a bf16 m survives m_to_host / load_state bit for bit.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <memory>
 #include <vector>
 
@@ -40,16 +44,21 @@ class PoisoningBackend : public CpuBackend {
   long poison_fold = -1;
   size_t poison_element = 0;
   long folds = 0;
-  void block_adam_fold(const void* grads, float* m, float* v, const TensorPartition& part,
+  double largest_m = 0.0;  // the largest |m| any fold left (a bf16 m's rounding scales with it)
+  void block_adam_fold(const void* grads, void* m, float* v, const TensorPartition& part,
                        const BlockAdamHyper& hyper, bool first_fold, FoldStatus* status) override {
     if (folds++ != poison_fold) {
       CpuBackend::block_adam_fold(grads, m, v, part, hyper, first_fold, status);
-      return;
+    } else {
+      std::vector<float> copy(static_cast<const float*>(grads),
+                              static_cast<const float*>(grads) + part.rows * part.cols);
+      copy[poison_element % copy.size()] = NAN;
+      CpuBackend::block_adam_fold(copy.data(), m, v, part, hyper, first_fold, status);
     }
-    std::vector<float> copy(static_cast<const float*>(grads),
-                            static_cast<const float*>(grads) + part.rows * part.cols);
-    copy[poison_element % copy.size()] = NAN;
-    CpuBackend::block_adam_fold(copy.data(), m, v, part, hyper, first_fold, status);
+    for (int64_t i = 0; i < part.rows * part.cols; ++i)
+      largest_m = std::max(largest_m, std::fabs(double(
+          hyper.m_bf16 ? bf16_bits_to_float(static_cast<const uint16_t*>(m)[i])
+                       : static_cast<const float*>(m)[i])));
   }
 };
 
@@ -73,7 +82,7 @@ struct TrainRun {
   Stream stream;
 
   TrainRun(const std::string& kind, const std::string& accumulation, int recompute = 0,
-      std::unique_ptr<Backend> custom = nullptr) {
+      std::unique_ptr<Backend> custom = nullptr, const std::string& m_dtype = "fp32") {
     backend = custom ? std::move(custom) : std::make_unique<CpuBackend>();
     model = std::make_unique<GptModel>(tiny_config(), *backend);
     if (accumulation == "adama")
@@ -86,6 +95,7 @@ struct TrainRun {
     settings.kind = kind;
     settings.accumulation = accumulation;
     settings.weight_decay = 0.1f;
+    settings.m_dtype = m_dtype;
     optimizer = std::make_unique<Optimizer>(settings, *model);
     if (accumulation == "adama")
       model->set_grad_sink([this](size_t i, const void* g) { optimizer->fold(i, g); });
@@ -186,6 +196,80 @@ TEST(AdamA, NonFiniteFoldSkipsTheStepAndRestoresTheState) {
     EXPECT_NEAR(next.loss, ref.loss, 1e-6);
     EXPECT_LT(norm_rel_diff(run.model->params_to_host(), reference.model->params_to_host()), 1e-6);
   }
+}
+
+// A bf16 m: the first fold of a step rounds with the grads-mode step's m seed, so with one
+// micro-batch AdamA's m (and v) is grads mode's bit for bit. The weights are not: a grads-mode
+// step applies the fp32 m it computed, AdamA's apply the stored (rounded) m, so their changes
+// differ by the rounding, under one bf16 ulp (2^-7) of m per element, 2^-8 norm-wise at most
+// (stochastic rounding's RMS is below half an ulp).
+TEST(AdamA, OneMicroBatchFoldsGradsModesMomentWithABf16Moment) {
+  for (const char* kind : {"adamw", "slim_adam"}) {
+    TrainRun grads(kind, "grads", 0, nullptr, "bf16"), adama(kind, "adama", 0, nullptr, "bf16");
+    EXPECT_EQ(grads.optimizer->m_dtype(), DType::BF16);
+    const std::vector<float> before = grads.model->params_to_host();
+    const StepResult a = grads.step(1, 1e-2f), b = adama.step(1, 1e-2f);
+    ASSERT_TRUE(a.updated && b.updated) << kind;
+    EXPECT_EQ(a.loss, b.loss) << kind;
+    const std::vector<float> m = adama.optimizer->m_to_host();
+    EXPECT_EQ(grads.optimizer->m_to_host(), m) << kind;
+    EXPECT_EQ(grads.optimizer->v_to_host(), adama.optimizer->v_to_host()) << kind;
+    std::vector<float> change_grads = grads.model->params_to_host(),
+                       change_adama = adama.model->params_to_host();
+    for (size_t i = 0; i < before.size(); ++i) {
+      change_grads[i] -= before[i];
+      change_adama[i] -= before[i];
+    }
+    const double relative = norm_rel_diff(change_adama, change_grads);
+    std::printf("[  errors  ] %s: one micro-batch, bf16 m: weight change of adama vs grads "
+                "rel=%.3e (bound 2^-8)\n", kind, relative);
+    EXPECT_LT(relative, 1.0 / 256) << kind;
+    // Stored in bf16: every m is a bf16 value, and most are nonzero.
+    size_t off_grid = 0, nonzero = 0;
+    for (float x : m) {
+      off_grid += (float_bits(x) & 0xffffu) != 0;
+      nonzero += x != 0.0f;
+    }
+    EXPECT_EQ(off_grid, 0u) << kind;
+    EXPECT_GT(nonzero, m.size() / 2) << kind;
+    // A checkpoint round trip (fp32 host copy, rounded to nearest on load) keeps every bit.
+    adama.optimizer->load_state(m, adama.optimizer->v_to_host(), {}, adama.optimizer->steps_taken(),
+                                adama.optimizer->proxy_sum_squares());
+    EXPECT_EQ(adama.optimizer->m_to_host(), m) << kind;
+  }
+}
+
+// The skip protocol with a bf16 m: no weight moves, v comes back as with an fp32 m, and m within
+// the bound of block_adam_cpu.h: (2F + 1) / beta1 bf16 ulps of the largest |m| held, F the folds
+// committed (here up to 2 micro-batches of folds of each tensor, so F <= 3 per tensor).
+TEST(AdamA, NonFiniteFoldSkipWithABf16MomentRestoresMWithinItsRoundingBound) {
+  const int accum = 3;
+  const size_t tensors = build_param_table(tiny_config()).params.size();
+  auto backend = std::make_unique<PoisoningBackend>();
+  PoisoningBackend* poison = backend.get();
+  TrainRun run("adam_mini", "adama", 0, std::move(backend), "bf16");
+  for (int i = 0; i < 2; ++i) run.step(accum, 1e-2f);
+  const std::vector<float> params = run.model->params_to_host(), m = run.optimizer->m_to_host(),
+                           v = run.optimizer->v_to_host();
+  poison->poison_fold = poison->folds + long(2 * tensors + 5);  // in micro-batch 2
+  poison->poison_element = 17;
+  poison->largest_m = 0.0;  // of this step's folds only
+  const StepResult skipped = run.step(accum, 1e-2f);
+  ASSERT_TRUE(skipped.skipped);
+  EXPECT_EQ(run.model->params_to_host(), params) << "no weight may move in a skipped step";
+  expect_restored(v, run.optimizer->v_to_host(), "v");
+  const std::vector<float> restored = run.optimizer->m_to_host();
+  double largest = poison->largest_m, worst = 0;
+  for (size_t i = 0; i < m.size(); ++i) {
+    largest = std::max(largest, double(std::fabs(m[i])));
+    worst = std::max(worst, std::fabs(double(m[i]) - restored[i]));
+  }
+  int exponent = 0;
+  std::frexp(largest, &exponent);  // largest = f * 2^exponent, f in [0.5, 1)
+  const double ulp = std::ldexp(1.0, exponent - 8), bound = (2 * 3 + 1) / 0.9 * ulp;
+  std::printf("[  errors  ] bf16 m after a skipped step: worst |diff| %.3g = %.2f bf16 ulps of the "
+              "largest |m| held (bound %.2f)\n", worst, worst / ulp, bound / ulp);
+  EXPECT_LE(worst, bound);
 }
 
 TEST(AdamA, LaggedClippingScalesFoldsByThePreviousProxyNorm) {

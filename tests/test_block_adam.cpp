@@ -5,10 +5,14 @@
 // untouched, and unfold + undo_decay bring the state back; reductions independent of the thread
 // count. AdamA's update clipping: off or not reached is the old apply bit for bit; clipped, the
 // applied direction's RMS over the real elements is the clip, one scale for the whole tensor,
-// weight decay unscaled, independent of the thread count.
+// weight decay unscaled, independent of the thread count. A bf16 m: the stochastic rounding is
+// unbiased (in isolation and through AdamW's step), bf16-m steps track fp32-m steps within the
+// accumulated rounding, AdamA with one micro-batch folds grads mode's m bit for bit, and the skip
+// protocol restores m within its documented bound.
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -704,5 +708,291 @@ TEST(BlockAdam, NonFiniteValueInPaddedRowsStopsTheFold) {
         << kind_label(t);
     EXPECT_EQ(s.m, before.m) << kind_label(t);
     EXPECT_EQ(s.v, before.v) << kind_label(t);
+  }
+}
+
+// ---- bf16 first moment (hyper.m_bf16: m stored as bf16 bits, rounded stochastically) ----------
+
+namespace {
+
+// bf16 bits of fp32 values that are bf16 values already (exact).
+std::vector<uint16_t> to_bf16_bits(const std::vector<float>& x) {
+  std::vector<uint16_t> bits(x.size());
+  for (size_t i = 0; i < x.size(); ++i) bits[i] = round_to_nearest_bf16_bits(x[i]);
+  return bits;
+}
+
+std::vector<float> from_bf16_bits(const std::vector<uint16_t>& bits) {
+  std::vector<float> x(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) x[i] = bf16_bits_to_float(bits[i]);
+  return x;
+}
+
+// The values a bf16 m can hold: x rounded to nearest.
+std::vector<float> bf16_values(const std::vector<float>& x) {
+  return from_bf16_bits(to_bf16_bits(x));
+}
+
+// One bf16 ulp at |x| (the spacing of bf16 values in x's binade; x normal).
+double bf16_ulp(double x) {
+  int exponent = 0;
+  std::frexp(std::fabs(x), &exponent);  // |x| = f * 2^exponent, f in [0.5, 1)
+  return std::ldexp(1.0, exponent - 8);
+}
+
+// The same hyperparameters with a bf16 m.
+BlockAdamHyper with_bf16_m(BlockAdamHyper h, uint32_t m_seed) {
+  h.m_bf16 = true;
+  h.m_seed = m_seed;
+  return h;
+}
+
+}  // namespace
+
+// The rounding itself: always one of the two bf16 neighbours, up with probability equal to the
+// remainder (so the mean of many draws is the value), the same bits for the same (seed, index);
+// to-nearest ties to even; infinities and NaNs survive both.
+TEST(Bf16Moment, StochasticRoundingIsUnbiased) {
+  std::mt19937 rng(2024);
+  std::uniform_real_distribution<float> mantissa(1.0f, 2.0f);
+  const int kValues = 200, kDraws = 4000;
+  double worst_sigmas = 0.0;
+  for (int k = 0; k < kValues; ++k) {
+    const float x = (k % 2 ? -1.0f : 1.0f) * std::ldexp(mantissa(rng), k % 40 - 30);
+    const float down = bf16_bits_to_float(uint16_t(float_bits(x) >> 16));
+    const double ulp = bf16_ulp(x);
+    const double p_up = std::fabs(double(x) - down) / ulp;
+    double sum = 0.0;
+    for (int d = 0; d < kDraws; ++d) {
+      const float r =
+          bf16_bits_to_float(stochastic_round_bf16_bits(x, random_bits(uint32_t(k), uint64_t(d))));
+      ASSERT_TRUE(r == down || std::fabs(double(r) - down) == ulp) << x << " -> " << r;
+      sum += r;
+    }
+    // The mean of kDraws Bernoulli(p_up) ulp steps: standard deviation ulp*sqrt(p(1-p)/kDraws).
+    const double sigma = ulp * std::sqrt(std::max(p_up * (1 - p_up), 1e-12) / kDraws);
+    const double sigmas = std::fabs(sum / kDraws - double(x)) / sigma;
+    worst_sigmas = std::max(worst_sigmas, sigmas);
+    EXPECT_LT(sigmas, 5.0) << x << ": mean " << sum / kDraws << " p_up " << p_up;
+  }
+  std::printf(
+      "[  errors  ] bf16 stochastic rounding: worst |mean - x| over %d draws = %.2f sigma\n",
+      kDraws, worst_sigmas);
+  EXPECT_EQ(stochastic_round_bf16_bits(1.3f, random_bits(7, 9)),
+            stochastic_round_bf16_bits(1.3f, random_bits(7, 9)));
+  EXPECT_EQ(round_to_nearest_bf16_bits(1.0f + 1.0f / 256), 0x3f80);  // a tie: to the even 1.0
+  EXPECT_EQ(round_to_nearest_bf16_bits(1.0f + 3.0f / 256), 0x3f82);  // a tie: to the even 1+2^-6
+  EXPECT_EQ(round_to_nearest_bf16_bits(1.0f + 1.5f / 256), 0x3f81);
+  for (uint32_t random : {0u, 0xffffffffu}) {
+    EXPECT_EQ(bf16_bits_to_float(stochastic_round_bf16_bits(INFINITY, random)), INFINITY);
+    EXPECT_TRUE(std::isnan(bf16_bits_to_float(stochastic_round_bf16_bits(NAN, random))));
+  }
+  EXPECT_TRUE(std::isnan(bf16_bits_to_float(round_to_nearest_bf16_bits(NAN))));
+  EXPECT_EQ(bf16_bits_to_float(round_to_nearest_bf16_bits(-INFINITY)), -INFINITY);
+}
+
+// The update path: one AdamW step (cpu_ops.h) from the same state with many m seeds; each stored
+// m is a bf16 neighbour of the fp32-m step's m, and their mean over the seeds is that m.
+TEST(Bf16Moment, AdamWStepRoundsMUnbiased) {
+  const size_t n = 256;
+  const int kSeeds = 2000;
+  const std::vector<float> m0 = bf16_values(random_vector(n, 1501, 0.01f)),
+                           v0 = positive_vector(n, 1502, 1e-4f), w0 = random_vector(n, 1503),
+                           g = random_vector(n, 1504, 0.3f);
+  const BlockAdamHyper h = hyper_at_step(3, 0.7f);
+  std::vector<float> w = w0, m = m0, v = v0;
+  cpu::adamw_update<float>(w.data(), nullptr, g.data(), m.data(), v.data(), n, adamw_args(h));
+  std::vector<double> mean(n, 0.0);
+  for (int s = 0; s < kSeeds; ++s) {
+    AdamWArgs args = adamw_args(h);
+    args.m_bf16 = true;
+    args.m_seed = uint32_t(s);
+    std::vector<float> wb = w0, vb = v0;
+    std::vector<uint16_t> mb = to_bf16_bits(m0);
+    cpu::adamw_update<float, uint16_t>(wb.data(), nullptr, g.data(), mb.data(), vb.data(), n, args);
+    if (s == 0) {
+      // v and the weights do not see m's rounding: the step applies the fp32 m it computed.
+      EXPECT_EQ(vb, v);
+      EXPECT_EQ(wb, w);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const float got = bf16_bits_to_float(mb[i]);
+      ASSERT_LT(std::fabs(double(got) - m[i]), bf16_ulp(m[i])) << i;
+      mean[i] += got / double(kSeeds);
+    }
+  }
+  double worst_sigmas = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    // At most ulp/2 per draw of standard deviation.
+    const double sigma = bf16_ulp(m[i]) * 0.5 / std::sqrt(double(kSeeds));
+    worst_sigmas = std::max(worst_sigmas, std::fabs(mean[i] - m[i]) / sigma);
+  }
+  std::printf("[  errors  ] adamw bf16 m: worst |mean over %d seeds - fp32 m| = %.2f sigma\n",
+              kSeeds, worst_sigmas);
+  EXPECT_LT(worst_sigmas, 5.0);
+}
+
+// Five grads-mode steps of every block kind (and AdamW's own loop) with a bf16 m track the fp32-m
+// steps: v is bit for bit the same (it never reads m), m within the accumulated rounding and the
+// weights' total change within a small fraction of itself.
+// Bound on m: each step's rounding is off by less than one ulp of the stored value and is then
+// decayed by beta1, so after 5 steps |m_bf16 - m_fp32| < (1 + b1 + ... + b1^4) ulps of the largest
+// |m| < 4.1 ulps; norm-wise the roundings are independent with RMS <= ulp/2 (<= 2^-8 of |m|),
+// adding to sqrt(1 + b1^2 + ...) <= 2.3 times that: < 2^-6 relative with margin.
+TEST(Bf16Moment, GradsModeStepsTrackTheFp32Moment) {
+  std::vector<TensorPartition> cases = small_examples();
+  cases.push_back(one_segment(300, 257, BlockKind::Element));  // parallel loops
+  cases.push_back(one_segment(300, 257, BlockKind::Row));
+  cases.push_back(three_segments());
+  for (const TensorPartition& t : cases) {
+    FloatState fp32 = start_state(t, 1601);
+    fp32.m = bf16_values(fp32.m);
+    FloatState bf16 = fp32;
+    std::vector<uint16_t> m_bits = to_bf16_bits(bf16.m);
+    double largest_m = 0.0;
+    for (int step = 1; step <= 5; ++step) {
+      const BlockAdamHyper h = hyper_at_step(step, 0.7f);
+      const std::vector<float> g = gradient_for(t, 1610 + step);
+      block_adam_step_cpu(t, fp32.w.data(), g.data(), fp32.m.data(), fp32.v.data(), h);
+      block_adam_step_cpu(t, bf16.w.data(), g.data(), m_bits.data(), bf16.v.data(),
+                          with_bf16_m(h, 77u + step));
+      largest_m =
+          std::max({largest_m, double(max_abs(fp32.m)), double(max_abs(from_bf16_bits(m_bits)))});
+    }
+    bf16.m = from_bf16_bits(m_bits);
+    const std::string label = kind_label(t);
+    EXPECT_EQ(bf16.v, fp32.v) << label;
+    expect_near_all(bf16.m, fp32.m, 0.0, 4.1 * bf16_ulp(largest_m), label + " m");
+    double diff = 0, norm = 0, dw = 0, change = 0;
+    const FloatState start = start_state(t, 1601);
+    for (size_t i = 0; i < fp32.m.size(); ++i) {
+      diff += std::pow(double(bf16.m[i]) - fp32.m[i], 2);
+      norm += std::pow(double(fp32.m[i]), 2);
+      dw += std::pow(double(bf16.w[i]) - fp32.w[i], 2);
+      change += std::pow(double(fp32.w[i]) - start.w[i], 2);
+    }
+    EXPECT_LT(std::sqrt(diff / norm), 1.0 / 64) << label << " m, norm-wise";
+    EXPECT_LT(std::sqrt(dw / change), 1.0 / 64) << label << " weight change, norm-wise";
+  }
+}
+
+// With adamw's and adam_mini's partitions over the tiny model: the bf16-m steps equal AdamW's own
+// loop (cpu_ops.h) with a bf16 m within an fp32 ulp (the same draws: element index in the tensor
+// and the seed), and AdamA with one micro-batch folds grads mode's m and v bit for bit (the first
+// fold and a grads-mode step share the m seed); its weights differ by m's rounding only (grads
+// mode applies the fp32 m, AdamA's apply the stored one): per step at most lr * |u| * 2^-7.
+TEST(Bf16Moment, ElementPartitionIsAdamWAndOneFoldIsGradsMode) {
+  const ModelConfig model = tiny_model();
+  const ParamTable params = build_param_table(model);
+  for (const char* optimizer : {"adamw", "adam_mini"}) {
+    const PartitionTable table = build_partition(optimizer, params, model, {});
+    const size_t n = params.total_numel, nv = size_t(table.total_v);
+    const std::vector<float> w0 = random_vector(n, 1701);
+    std::vector<float> w = w0, v(nv, 0.0f), wa = w0, va = v, wr = w0, vr(n, 0.0f);
+    std::vector<uint16_t> m(n, 0), ma = m, mr = m;
+    for (int step = 1; step <= 3; ++step) {
+      std::vector<float> g = random_vector(n, 1710 + step, 0.2f);
+      zero_padding(params, g);
+      for (const TensorPartition& t : table.tensors) {
+        const ParamInfo& p = params.params[t.param_index];
+        const BlockAdamHyper h =
+            with_bf16_m(hyper_at_step(step, 0.9f, p.weight_decay ? 0.1f : 0.0f),
+                        uint32_t(1000 * step + t.param_index));
+        block_adam_step_cpu(t, w.data() + p.offset, g.data() + p.offset, m.data() + p.offset,
+                            v.data() + t.v_offset, h);
+        ASSERT_TRUE(block_adam_fold_cpu(t, g.data() + p.offset, ma.data() + p.offset,
+                                        va.data() + t.v_offset, h, /*first_fold=*/true));
+        block_adam_apply_cpu(t, wa.data() + p.offset, ma.data() + p.offset, va.data() + t.v_offset,
+                             h);
+        AdamWArgs args = adamw_args(h);
+        args.m_bf16 = true;
+        args.m_seed = h.m_seed;
+        cpu::adamw_update<float, uint16_t>(wr.data() + p.offset, nullptr, g.data() + p.offset,
+                                           mr.data() + p.offset, vr.data() + p.offset, p.numel,
+                                           args);
+      }
+    }
+    EXPECT_EQ(m, ma) << optimizer;
+    EXPECT_EQ(v, va) << optimizer;
+    // The grads-mode step applies the fp32 m it computed, AdamA's apply the stored (rounded) m.
+    const std::vector<float> m_values = from_bf16_bits(m);
+    double worst = 0;
+    for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs(double(wa[i]) - w[i]));
+    EXPECT_LT(worst, 3 * 1e-2 * 3 / 128.0) << optimizer << ": 3 steps of lr * u * 2^-7";
+    if (std::string(optimizer) == "adamw") {
+      EXPECT_LE(max_ulp_distance(w, wr), 1);
+      EXPECT_LE(max_ulp_distance(v, vr), 1);
+      // Identical fp32 values round to identical bits; a contraction difference of an fp32 ulp
+      // flips a rounding with probability ~2^-16, so almost every bit pattern agrees.
+      EXPECT_LE(max_ulp_distance(m_values, from_bf16_bits(mr)), 1 << 16) << "one bf16 ulp";
+    }
+  }
+}
+
+// fold x3, unfold x3, undo_decay with a bf16 m: back to the pre-step m within the bound of
+// block_adam_cpu.h, (2F + 1) / beta1 bf16 ulps of the largest |m| held (F = 3 folds); v as with
+// an fp32 m (v never reads m).
+TEST(Bf16Moment, UnfoldAndUndoDecayRestoreWithinTheRoundingBound) {
+  std::vector<TensorPartition> cases = small_examples();
+  cases.push_back(one_segment(300, 257, BlockKind::Head, 3));
+  for (const TensorPartition& t : cases) {
+    FloatState before = start_state(t, 1801);
+    before.m = bf16_values(before.m);
+    std::vector<uint16_t> m = to_bf16_bits(before.m);
+    std::vector<float> v = before.v;
+    BlockAdamHyper h = hyper_at_step(3, 0.5f);
+    h.fold_scale = 1.5f;
+    const int folds = 3;
+    std::vector<std::vector<float>> grads;
+    double largest = max_abs(before.m);
+    for (int i = 0; i < folds; ++i) {
+      grads.push_back(gradient_for(t, 1810 + i));
+      ASSERT_TRUE(block_adam_fold_cpu(t, grads.back().data(), m.data(), v.data(),
+                                      with_bf16_m(h, 10u + i), i == 0));
+      largest = std::max(largest, double(max_abs(from_bf16_bits(m))));
+    }
+    for (int i = folds - 1; i >= 0; --i) {
+      block_adam_unfold_cpu(t, grads[size_t(i)].data(), m.data(), v.data(),
+                            with_bf16_m(h, 20u + i));
+      largest = std::max(largest, double(max_abs(from_bf16_bits(m))));
+    }
+    block_adam_undo_decay_cpu(t, m.data(), v.data(), with_bf16_m(h, 30u));
+    const double bound = (2 * folds + 1) / double(h.beta1) * bf16_ulp(largest);
+    const std::vector<float> restored = from_bf16_bits(m);
+    double worst = 0;
+    for (size_t i = 0; i < restored.size(); ++i)
+      worst = std::max(worst, std::fabs(double(restored[i]) - before.m[i]));
+    std::printf(
+        "[  errors  ] %-28s bf16 m restore: worst %.3g = %.2f ulps of max|m| (bound %.2f)\n",
+        kind_label(t).c_str(), worst, worst / bf16_ulp(largest), bound / bf16_ulp(largest));
+    EXPECT_LE(worst, bound) << kind_label(t);
+    FloatState fp32 = before;
+    for (int i = 0; i < folds; ++i)
+      ASSERT_TRUE(
+          block_adam_fold_cpu(t, grads[size_t(i)].data(), fp32.m.data(), fp32.v.data(), h, i == 0));
+    for (int i = folds - 1; i >= 0; --i)
+      block_adam_unfold_cpu(t, grads[size_t(i)].data(), fp32.m.data(), fp32.v.data(), h);
+    block_adam_undo_decay_cpu(t, fp32.m.data(), fp32.v.data(), h);
+    EXPECT_EQ(v, fp32.v) << kind_label(t);
+  }
+}
+
+TEST(Bf16Moment, DoesNotDependOnTheThreadCount) {
+  const std::vector<TensorPartition> cases = {one_segment(700, 333, BlockKind::Element),
+                                              one_segment(700, 333, BlockKind::Column, 0, 650)};
+  const int threads = omp_get_max_threads();
+  for (const TensorPartition& t : cases) {
+    const FloatState s = start_state(t, 1901);
+    const std::vector<float> g = gradient_for(t, 1902);
+    const BlockAdamHyper h = with_bf16_m(hyper_at_step(2), 5u);
+    std::vector<float> w_one = s.w, v_one = s.v, w_many = s.w, v_many = s.v;
+    std::vector<uint16_t> m_one = to_bf16_bits(s.m), m_many = m_one;
+    omp_set_num_threads(1);
+    block_adam_step_cpu(t, w_one.data(), g.data(), m_one.data(), v_one.data(), h);
+    omp_set_num_threads(std::max(3, threads));
+    block_adam_step_cpu(t, w_many.data(), g.data(), m_many.data(), v_many.data(), h);
+    omp_set_num_threads(threads);
+    EXPECT_EQ(m_one, m_many) << kind_label(t);
+    EXPECT_EQ(w_one, w_many) << kind_label(t);
   }
 }

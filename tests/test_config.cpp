@@ -80,6 +80,8 @@ void expect_same(const RunConfig& a, const RunConfig& b) {
   EXPECT_EQ(a.optimizer.beta2, b.optimizer.beta2);
   EXPECT_EQ(a.optimizer.eps, b.optimizer.eps);
   EXPECT_EQ(a.optimizer.weight_decay, b.optimizer.weight_decay);
+  EXPECT_EQ(a.optimizer.master_weights, b.optimizer.master_weights);
+  EXPECT_EQ(a.optimizer.m_dtype, b.optimizer.m_dtype);
   EXPECT_EQ(a.training.steps, b.training.steps);
   EXPECT_EQ(a.training.micro_batch, b.training.micro_batch);
   EXPECT_EQ(a.training.seq_len, b.training.seq_len);
@@ -114,7 +116,8 @@ const char* kEveryFieldChanged = R"({
             "mlp": "gelu", "norm_eps": 1e-6, "rope_theta": 500000, "init_std": 0.013},
   "data": {"train": "a/train_*.bin", "val": "", "tokenizer_dir": "tok", "shuffle": false},
   "optimizer": {"kind": "adamw", "accumulation": "grads", "lr": 3.3e-4, "beta1": 0.85,
-                "beta2": 0.99, "eps": 1e-7, "weight_decay": 0.05},
+                "beta2": 0.99, "eps": 1e-7, "weight_decay": 0.05, "master_weights": false,
+                "m_dtype": "bf16"},
   "training": {"steps": 77, "micro_batch": 3, "seq_len": 100, "total_batch_tokens": 1200,
                "schedule": "wsd", "warmup_steps": 7, "min_lr_fraction": 0.3,
                "wsd_decay_fraction": 0.37, "grad_clip": 0.7},
@@ -383,6 +386,15 @@ TEST(ConfigErrors, PlannedFeaturesSaySo) {
                       {"optimizer.adama_clip", "lagged", "update", "none"});
   expect_contains_all(parse_error(R"({"optimizer": {"update_clip": 0}})"),
                       {"optimizer.update_clip"});
+  // The first moment's storage: fp32 (default) or bf16, on any backend.
+  EXPECT_EQ(parse_run_config("{}", {}).optimizer.m_dtype, "fp32");
+  EXPECT_EQ(parse_run_config(R"({"optimizer": {"m_dtype": "bf16"}, "backend": "cpu"})", {})
+                .optimizer.m_dtype,
+            "bf16");
+  expect_contains_all(parse_error(R"({"optimizer": {"m_dtype": "fp16"}})"),
+                      {"optimizer.m_dtype", "\"fp16\"", "fp32", "bf16"});
+  expect_contains_all(parse_error(R"({"optimizer": {"m_dtype": "bf61"}})"),
+                      {"optimizer.m_dtype", "did you mean \"bf16\"?"});
   expect_contains_all(parse_error(R"({"training": {"recompute": 3}})"),
                       {"training.recompute", "3", "GELU"});
 }

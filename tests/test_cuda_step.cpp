@@ -9,7 +9,11 @@
 //   bf16  CudaBackend in bf16 with fp32 master weights against the fp32 CPU run (tolerance below)
 //   block-Adam  Adam-mini and SlimAdam steps on identical gradients (<= 1e-5), AdamA fold/apply
 //         steps, and fold -> unfold -> undo_decay
-//   memory  the allocator's Workspace bytes equal cuda_workspace_plan's prediction
+//   lean  the leanest layout (bf16 weights without master weights, bf16 m, Adam-mini) against
+//         bf16 with fp32 master weights and fp32 m over 30 steps: the loss stays close and falls
+//   memory  the allocator's Workspace bytes equal cuda_workspace_plan's prediction, and the
+//         memory planner's every tag equals the allocator's (fp32 / bf16 m, with and without
+//         master weights)
 //   factory make_backend picks the CUDA backend when a device exists (the emulator has one)
 //
 // Errors are printed ("[  errors  ] ...") so the report can quote the worst case of each check.
@@ -223,11 +227,11 @@ struct Trajectory {
   std::vector<float> final_weights;
 };
 
-Trajectory train(ModelRun& run, int steps) {
+Trajectory train(ModelRun& run, int steps, int accum = kAccum) {
   Trajectory t;
   const BatchSource batches = make_batches(11);
   for (int s = 0; s < steps; ++s) {
-    const GradientResult g = compute_gradients(*run.model, batches, kB, kT, kAccum);
+    const GradientResult g = compute_gradients(*run.model, batches, kB, kT, accum);
     t.losses.push_back(g.loss);
     t.scales.push_back(apply_update(*run.optimizer, g.grad_norm, kLr, kGradClip));
   }
@@ -370,6 +374,103 @@ TEST_F(CudaStep, Bf16WithMasterWeightsTracksTheFp32Cpu) {
   const std::vector<float> master = cuda.optimizer->master_to_host();
   expect_close("bf16 params vs their fp32 master", got.final_weights, master, 1.0 / 256);
   EXPECT_LT(got.losses.back(), got.losses.front() - 0.1) << "bf16 training did not learn";
+}
+
+// ---- the leanest layout -----------------------------------------------------------------------
+
+// bf16 weights updated in place with stochastic rounding (no master weights) and a bf16 m, with
+// Adam-mini (one v per block: 2% of the parameters in this tiny model, 0.17% in GPT-2 124M):
+// 2 + 2 bytes of training state per parameter, against the same run with fp32 master weights and
+// an fp32 m (2 + 4 + 4), on the same data for kLeanSteps steps of one micro-batch with
+// global-norm clipping.
+//
+// What differs: the master run rounds a copy of an fp32 trajectory (the rounding errors do not
+// accumulate), the lean run's weights are their own rounded values, so their rounding errors
+// (zero-mean, RMS about 0.4 bf16 ulp, 2^-10..2^-9 of the weight, per step) add up as a random
+// walk: after 30 steps about 2.2 ulps (1-2% of the weight) in every direction, partly pulled back
+// by the gradient. m's rounding adds noise of the same relative size to the update only. A 1-2%
+// random perturbation of the weights moves the loss by its gradient along it (zero-mean) and
+// half its curvature: a few tenths of a percent, small next to what training removes (23% of the
+// loss over these steps). So the lean loss must stay within kLeanLossTolerance (relative, per
+// step: 1%, about 5x the emulated run's worst step, printed below) of the master run's, the two
+// averaged over the last 10 steps within kLeanFinalTolerance (0.5%, again about 5x), and the
+// lean run must learn (its loss fall by at least 90% of what the master run's falls).
+constexpr int kLeanSteps = 30;
+constexpr double kLeanLossTolerance = 0.01;
+constexpr double kLeanFinalTolerance = 0.005;
+
+struct LeanRun {
+  Trajectory trajectory;
+  size_t params = 0;                                  // parameters
+  size_t weight_bytes = 0, master_bytes = 0, m_bytes = 0, v_bytes = 0, v_entries = 0;
+  double state_bytes_per_param() const {
+    return double(weight_bytes + master_bytes + m_bytes + v_bytes) / double(params);
+  }
+};
+
+LeanRun train_layout(bool lean) {
+  ModelRun cuda(cuda_backend(DType::BF16), initial_weights());
+  OptimizerSettings settings = adamw_settings();
+  settings.kind = "adam_mini";
+  settings.master_weights = !lean;
+  settings.m_dtype = lean ? "bf16" : "fp32";
+  cuda.add_optimizer(settings);
+  EXPECT_EQ(cuda.optimizer->has_master(), !lean);
+  LeanRun run;
+  run.trajectory = train(cuda, kLeanSteps, 1);
+  TaggedAllocator& a = cuda.backend->allocator();
+  run.params = cuda.model->num_params();
+  run.weight_bytes = a.bytes(MemTag::Params);
+  run.master_bytes = a.bytes(MemTag::Master);
+  run.m_bytes = a.bytes(MemTag::OptM);
+  run.v_bytes = a.bytes(MemTag::OptV);
+  run.v_entries = cuda.optimizer->v_entries();
+  return run;
+}
+
+double mean_of_last(const std::vector<double>& losses, size_t count) {
+  double sum = 0;
+  for (size_t s = losses.size() - count; s < losses.size(); ++s) sum += losses[s];
+  return sum / double(count);
+}
+
+TEST_F(CudaStep, LeanestLayoutTracksTheMasterWeightRun) {
+  const LeanRun master = train_layout(false), lean = train_layout(true);
+  const std::vector<double>& a = master.trajectory.losses;
+  const std::vector<double>& b = lean.trajectory.losses;
+  std::printf("[  losses  ] leanest layout (bf16 weights, no master, bf16 m): %.2f bytes/param of "
+              "state, loss %.4f -> %.4f (last 10 mean %.4f)\n",
+              lean.state_bytes_per_param(), b.front(), b.back(), mean_of_last(b, 10));
+  std::printf("[  losses  ] fp32 master weights, fp32 m:                      %.2f bytes/param of "
+              "state, loss %.4f -> %.4f (last 10 mean %.4f)\n",
+              master.state_bytes_per_param(), a.front(), a.back(), mean_of_last(a, 10));
+  std::printf("[  losses  ] lean/master every 5 steps:");
+  for (int s = 0; s < kLeanSteps; s += 5) std::printf(" %.4f/%.4f", b[s], a[s]);
+  std::printf(" ... %.4f/%.4f\n", b.back(), a.back());
+  // Bytes of state: bf16 weights, no master, bf16 m, and Adam-mini's v (2.2% of the parameters
+  // in this tiny model, 0.17% in GPT-2 124M) against 2 + 4 + 4 bytes per parameter.
+  const size_t n = lean.params;
+  EXPECT_EQ(lean.weight_bytes, 2 * n);
+  EXPECT_EQ(lean.master_bytes, 0u);
+  EXPECT_EQ(lean.m_bytes, 2 * n);
+  EXPECT_EQ(lean.v_bytes, 4 * lean.v_entries);
+  EXPECT_EQ(master.master_bytes, 4 * n);
+  EXPECT_EQ(master.m_bytes, 4 * n);
+  double worst = 0;
+  for (int s = 0; s < kLeanSteps; ++s) {
+    const double error = std::fabs(b[s] - a[s]) / a[s];
+    worst = std::max(worst, error);
+    EXPECT_LE(error, kLeanLossTolerance) << "step " << s;
+  }
+  const double final_gap =
+      std::fabs(mean_of_last(b, 10) - mean_of_last(a, 10)) / mean_of_last(a, 10);
+  std::printf("[  errors  ] %-44s worst step rel=%.3e (tolerance %.0e), last-10 mean rel=%.3e "
+              "(tolerance %.0e)\n",
+              "lean vs master losses", worst, kLeanLossTolerance, final_gap, kLeanFinalTolerance);
+  EXPECT_LE(final_gap, kLeanFinalTolerance);
+  EXPECT_EQ(b.front(), a.front()) << "the first loss comes before any update";
+  EXPECT_GT(b.front() - mean_of_last(b, 10), 0.9 * (a.front() - mean_of_last(a, 10)))
+      << "the lean run must learn about as much as the master run";
 }
 
 // ---- block-Adam: Adam-mini and SlimAdam, grads mode ------------------------------------------
@@ -625,12 +726,17 @@ TEST_F(CudaStep, MemoryPlanEqualsTheAllocatorOnTheCudaBackend) {
     for (const char* kind : {"adamw", "adam_mini", "slim_adam"})
       for (const char* mode : {"grads", "adama"}) {
         const bool master = !(dtype == DType::BF16 && std::string(kind) == "adam_mini");
-        SCOPED_TRACE(cat(dtype_name(dtype), " ", kind, "/", mode, master ? "" : " no master"));
+        // A bf16 m in every adama arm: both m dtypes meet every kind and both compute dtypes,
+        // and bf16 adam_mini/adama without master weights is the leanest layout.
+        const char* m_dtype = std::string(mode) == "adama" ? "bf16" : "fp32";
+        SCOPED_TRACE(cat(dtype_name(dtype), " ", kind, "/", mode, master ? "" : " no master",
+                         ", m ", m_dtype));
         RunConfig config = parse_run_config(
             cat(R"({"model": {"n_layer": 2, "n_head": 4, "n_embd": 64, "vocab_size": 97,
                 "padded_vocab_size": 128, "max_seq_len": 16},
                 "optimizer": {"kind": ")", kind, R"(", "accumulation": ")", mode,
-                R"(", "master_weights": )", master ? "true" : "false", R"(},
+                R"(", "master_weights": )", master ? "true" : "false", R"(, "m_dtype": ")",
+                m_dtype, R"("},
                 "training": {"micro_batch": 2, "seq_len": 13, "recompute": 1},
                 "backend": "cuda", "precision": ")", dtype_name(dtype), R"("})"),
             {});
@@ -651,6 +757,8 @@ TEST_F(CudaStep, MemoryPlanEqualsTheAllocatorOnTheCudaBackend) {
         for (int tag = 0; tag < kMemTagCount; ++tag)
           EXPECT_EQ(predicted[tag], cuda.allocator().bytes(MemTag(tag))) << mem_tag_name(MemTag(tag));
         EXPECT_EQ(plan.total(), cuda.allocator().total());
+        EXPECT_EQ(cuda.allocator().bytes(MemTag::OptM),
+                  setup.model->num_params() * (std::string(m_dtype) == "bf16" ? 2 : 4));
       }
 }
 

@@ -14,6 +14,10 @@
 //     fold writes; unfold + undo_decay restore the pre-step state; an unfold of a non-finite
 //     gradient writes nothing;
 //   * update clipping: the applied direction's RMS over the real elements is the clip;
+//   * a bf16 m (hyper.m_bf16): step, fold, apply, unfold and undo_decay store the CPU reference's
+//     bits (the same draws; an element may differ by one bf16 ulp where the two sides' fp32 values
+//     differ by a contraction), v and the weights as with an fp32 m, the skip protocol restores m
+//     within block_adam_cpu.h's bound, and an Element partition is adamw_update bit for bit;
 //   * every case under two schedule orders, bitwise identical (run_in_both_orders);
 //   * the launchers reject bad arguments; the scratch plan stays small for GPT-2 124M.
 #include "kernel_test_support.h"  // first: brings in cuda_compat.h
@@ -289,32 +293,38 @@ TEST(BlockAdamKernels, StepBf16WithoutMasterRoundsTheCpuWeights) {
 
 // One Element segment is AdamW: the same bits as adamw_update (same expressions, same
 // stochastic-rounding index and seed).
-template <typename T>
+template <typename T, typename M = float>
 void check_element_is_adamw(const Case& c) {
   const size_t n = size_t(c.numel());
   const State start = start_state<T>(c, 500);
   const std::vector<float> g0 = gradient<T>(c, 501);
-  const BlockAdamHyper h = hyper_at_step(2);
+  BlockAdamHyper h = hyper_at_step(2);
+  h.m_bf16 = std::is_same_v<M, bf16>;
+  h.m_seed = 31u;
   AdamWArgs args{h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.grad_scale, h.bias_correction1,
-                 h.bias_correction2, h.seed};
+                 h.bias_correction2, h.seed, h.m_bf16, h.m_seed};
   auto run = [&](bool block) {
     DeviceArray<T> params(to_storage<T>(start.w)), g(to_storage<T>(g0));
-    DeviceArray<float> master(start.w), m(start.m), v(start.v),
-        scratch(block_adam_scratch_floats(c.part));
+    DeviceArray<M> m(to_storage<M>(start.m));
+    DeviceArray<float> master(start.w), v(start.v), scratch(block_adam_scratch_floats(c.part));
     if (block)
       block_adam_step<T>(params.get(), master.get(), g.get(), m.get(), v.get(), c.part, h,
                          scratch.get(), nullptr);
     else
       adamw_update<T>(params.get(), master.get(), g.get(), m.get(), v.get(), n, args, h.seed, nullptr);
-    return Outputs{to_floats(params.download()), master.download(), m.download(), v.download()};
+    return Outputs{to_floats(params.download()), master.download(), to_floats(m.download()),
+                   v.download()};
   };
-  EXPECT_TRUE(bitwise_equal(run(true), run(false))) << c.label << " " << dtype_label<T>();
+  EXPECT_TRUE(bitwise_equal(run(true), run(false)))
+      << c.label << " " << dtype_label<T>() << " params, " << dtype_label<M>() << " m";
 }
 
 TEST(BlockAdamKernels, ElementPartitionIsAdamWBitForBit) {
   for (const Case& c : model_cases("adamw")) {
     check_element_is_adamw<float>(c);
     check_element_is_adamw<bf16>(c);
+    check_element_is_adamw<float, bf16>(c);
+    check_element_is_adamw<bf16, bf16>(c);
   }
 }
 
@@ -602,6 +612,223 @@ TEST(BlockAdamKernels, UpdateClippingGivesTheClipAsTheRms) {
   }
 }
 
+// ---- bf16 m
+// --------------------------------------------------------------------------------------
+
+BlockAdamHyper with_bf16_m(BlockAdamHyper h, uint32_t m_seed) {
+  h.m_bf16 = true;
+  h.m_seed = m_seed;
+  return h;
+}
+
+// A bf16 m of the CPU reference (uint16_t bits) from bf16 values, and back.
+std::vector<uint16_t> bf16_bits_of(const std::vector<float>& values) {
+  std::vector<uint16_t> bits(values.size());
+  for (size_t i = 0; i < values.size(); ++i) bits[i] = uint16_t(float_bits(values[i]) >> 16);
+  return bits;
+}
+std::vector<float> values_of(const std::vector<uint16_t>& bits) {
+  std::vector<float> values(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) values[i] = bf16_bits_to_float(bits[i]);
+  return values;
+}
+
+double max_abs_of(const std::vector<float>& x) {
+  double largest = 0.0;
+  for (float e : x) largest = std::max(largest, double(std::fabs(e)));
+  return largest;
+}
+
+// A bf16 m against the CPU reference's. Identical fp32 values round to identical bits (the same
+// seed and element index on both sides). The kernels and the reference may contract
+// b1*m + (1-b1)*g (or m - (1-b1)*g) differently (the reference is built with -march=native, the
+// emulated kernels are not), leaving fp32 values up to an fp32 ulp of the larger term apart. Two
+// such values stochastically rounded with the same random bits land on the same bf16 value or on
+// neighbours, one bf16 ulp of the result apart, which is at most one bf16 ulp of `largest` (the
+// largest |m| the call saw); a chain of `rounds` roundings adds at most one such ulp each. A draw
+// separates them with probability about 2^-15 (16 random bits against a gap of 2^-16..2^-15 of a
+// bf16 ulp; where a subtraction cancels, as in an unfold, |term| / |result| times more, which the
+// margin covers for these inputs: the pre-step m is not small next to the folded terms). So:
+// every element within `rounds` bf16 ulps of `largest`, and at most rounds * n / 2^13 + 4
+// elements off at all (4x the expected count plus room for a handful). Keeps the worst figures
+// for the report.
+class MomentTally {
+ public:
+  void check(const std::string& quantity, const std::string& label, const std::vector<float>& got,
+             const std::vector<float>& ref, int rounds, double largest) {
+    ASSERT_EQ(got.size(), ref.size()) << quantity << " of " << label;
+    int exponent = 0;
+    std::frexp(largest, &exponent);  // largest = f * 2^exponent, f in [0.5, 1)
+    const double ulp = std::ldexp(1.0, exponent - 8);
+    size_t differ = 0;
+    double worst = 0.0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (got[i] == ref[i]) continue;
+      ++differ;
+      worst = std::max(worst, std::fabs(double(got[i]) - ref[i]) / ulp);
+    }
+    EXPECT_LE(worst, double(rounds)) << quantity << " of " << label << ": off by " << worst
+                                     << " bf16 ulps of the largest |m|";
+    EXPECT_LE(differ, size_t(rounds) * ref.size() / 8192 + 4)
+        << quantity << " of " << label << ": " << differ << " of " << ref.size() << " differ";
+    Worst& w = worst_[quantity];
+    w.count += ref.size();
+    w.differ += differ;
+    w.ulps = std::max(w.ulps, worst);
+  }
+  ~MomentTally() {
+    for (const auto& [quantity, w] : worst_)
+      std::printf("[  errors  ] %-40s n=%-8zu bits differ in %zu, worst %.3g bf16 ulp of max|m|\n",
+                  quantity.c_str(), w.count, w.differ, w.ulps);
+  }
+
+ private:
+  struct Worst {
+    size_t count = 0, differ = 0;
+    double ulps = 0;
+  };
+  std::map<std::string, Worst> worst_;
+};
+
+// One grads-mode step of every case with a bf16 m (from bf16 values), fp32 params alone and bf16
+// params with master weights: m's bits, v and the weights against block_adam_step_cpu (which
+// applies the unrounded m, as the kernel does).
+template <typename T>
+void check_step_bf16_moment(bool with_master, uint32_t seed) {
+  Tally tally;
+  MomentTally moments;
+  const std::string tag =
+      std::string(dtype_label<T>()) + (with_master ? " master" : "") + ", bf16 m";
+  for (const Case& c : all_cases()) {
+    State start = start_state<T>(c, seed);
+    start.m = round_through<bf16>(start.m);
+    const std::vector<float> g0 = gradient<T>(c, seed + 1);
+    const BlockAdamHyper h = with_bf16_m(hyper_at_step(2), 91u);
+    const Outputs got = run_in_both_orders([&] {
+      DeviceArray<T> params(to_storage<T>(start.w)), g(to_storage<T>(g0));
+      DeviceArray<bf16> m(to_storage<bf16>(start.m));
+      DeviceArray<float> master(start.w), v(start.v), scratch(block_adam_scratch_floats(c.part));
+      block_adam_step<T>(params.get(), with_master ? master.get() : nullptr, g.get(), m.get(),
+                         v.get(), c.part, h, scratch.get(), nullptr);
+      return Outputs{to_floats(params.download()), master.download(), to_floats(m.download()),
+                     v.download()};
+    });
+    State ref = start;
+    std::vector<uint16_t> m_bits = bf16_bits_of(start.m);
+    block_adam_step_cpu(c.part, ref.w.data(), g0.data(), m_bits.data(), ref.v.data(), h);
+    moments.check("step m " + tag, c.label, got[2], values_of(m_bits), 1,
+                  std::max(max_abs_of(start.m), max_abs_of(got[2])));
+    tally.check("step v " + tag, c.label, got[3], ref.v, kVTol);
+    tally.check("step weights " + tag, c.label, with_master ? got[1] : got[0], ref.w, kWeightTol);
+  }
+}
+
+TEST(BlockAdamKernels, StepWithABf16MomentMatchesCpu) {
+  check_step_bf16_moment<float>(false, 1500);
+  check_step_bf16_moment<bf16>(true, 1510);
+}
+
+// AdamA with a bf16 m, bf16 gradients and params with master weights: kMicroBatches folds (each
+// with its own m seed, as the optimizer gives them), an apply with update clipping, then the skip
+// protocol (unfold every fold, undo the decay). m against the CPU's fold sequence (bits), v as
+// with an fp32 m; the apply and the restore against the CPU run on the device's own m and v (so
+// each kernel is compared on identical inputs); the restored m within block_adam_cpu.h's bound,
+// (2F + 1) / beta1 bf16 ulps of the largest |m| held.
+TEST(BlockAdamKernels, FoldApplyAndUndoWithABf16MomentMatchCpu) {
+  Tally tally;
+  MomentTally moments;
+  double worst_restore_ulps = 0.0;
+  for (const Case& c : all_cases()) {
+    const size_t n = size_t(c.numel());
+    State start = start_state<bf16>(c, 1600);
+    start.m = round_through<bf16>(start.m);
+    std::vector<std::vector<float>> grads;
+    for (int i = 0; i < kMicroBatches; ++i) grads.push_back(gradient<bf16>(c, 1610 + i));
+    BlockAdamHyper h = hyper_at_step(3);
+    h.fold_scale = 2.0f;
+    auto fold_hyper = [&](int i) { return with_bf16_m(h, 100u + uint32_t(i)); };
+    auto unfold_hyper = [&](int i) { return with_bf16_m(h, 200u + uint32_t(i)); };
+    const BlockAdamHyper undo_hyper = with_bf16_m(h, 300u);
+    BlockAdamHyper clipped = with_bf16_m(h, 0u);
+    {
+      State folded = start;
+      std::vector<uint16_t> bits = bf16_bits_of(start.m);
+      for (int i = 0; i < kMicroBatches; ++i)
+        block_adam_fold_cpu(c.part, grads[size_t(i)].data(), bits.data(), folded.v.data(),
+                            fold_hyper(i), i == 0);
+      clipped.update_clip = float(
+          std::sqrt(block_update_mean_square_cpu(c.part, bits.data(), folded.v.data(), clipped)) /
+          2);
+    }
+    const Outputs got = run_in_both_orders([&] {
+      DeviceArray<bf16> g(n), params(to_storage<bf16>(start.w)), m(to_storage<bf16>(start.m));
+      DeviceArray<float> v(start.v), master(start.w), scratch(block_adam_scratch_floats(c.part));
+      DeviceArray<FoldStatus> status(std::vector<FoldStatus>(1));
+      for (int i = 0; i < kMicroBatches; ++i) {
+        g.upload(to_storage<bf16>(grads[size_t(i)]));
+        block_adam_fold<bf16>(g.get(), m.get(), v.get(), c.part, fold_hyper(i), i == 0,
+                              status.get(), scratch.get(), nullptr);
+      }
+      const std::vector<float> m_folded = to_floats(m.download()), v_folded = v.download();
+      block_adam_apply<bf16>(params.get(), master.get(), m.get(), v.get(), c.part, clipped,
+                             scratch.get(), nullptr);
+      for (int i = kMicroBatches - 1; i >= 0; --i) {
+        g.upload(to_storage<bf16>(grads[size_t(i)]));
+        block_adam_unfold<bf16>(g.get(), m.get(), v.get(), c.part, unfold_hyper(i), scratch.get(),
+                                nullptr);
+      }
+      const std::vector<float> m_unfolded = to_floats(m.download()), v_unfolded = v.download();
+      block_adam_undo_decay(m.get(), v.get(), c.part, undo_hyper, nullptr);
+      return Outputs{m_folded, v_folded, to_floats(params.download()), master.download(),
+                     m_unfolded, v_unfolded, to_floats(m.download()), v.download()};
+    });
+    // Folds: the CPU's own sequence.
+    State ref = start;
+    std::vector<uint16_t> bits = bf16_bits_of(start.m);
+    double largest = max_abs_of(start.m);
+    for (int i = 0; i < kMicroBatches; ++i) {
+      ASSERT_TRUE(block_adam_fold_cpu(c.part, grads[size_t(i)].data(), bits.data(), ref.v.data(),
+                                      fold_hyper(i), i == 0));
+      largest = std::max(largest, max_abs_of(values_of(bits)));
+    }
+    moments.check("fold m, bf16 m", c.label, got[0], values_of(bits), kMicroBatches, largest);
+    tally.check("fold v, bf16 m", c.label, got[1], ref.v, kVTol);
+    // Apply: the CPU on the device's folded m and v.
+    std::vector<float> applied = start.w;
+    block_adam_apply_cpu(c.part, applied.data(), bf16_bits_of(got[0]).data(), got[1].data(),
+                         clipped);
+    tally.check("apply clipped master, bf16 m", c.label, got[3], applied, kWeightTol);
+    EXPECT_EQ(off_bf16_grid(got[2], got[3]), 0u) << c.label;
+    // Unfold and undo: the CPU from the device's folded state, step by step.
+    std::vector<uint16_t> undo_bits = bf16_bits_of(got[0]);
+    std::vector<float> undo_v = got[1];
+    for (int i = kMicroBatches - 1; i >= 0; --i) {
+      block_adam_unfold_cpu(c.part, grads[size_t(i)].data(), undo_bits.data(), undo_v.data(),
+                            unfold_hyper(i));
+      largest = std::max(largest, max_abs_of(values_of(undo_bits)));
+    }
+    moments.check("unfold m, bf16 m", c.label, got[4], values_of(undo_bits), kMicroBatches,
+                  largest);
+    std::vector<uint16_t> from_device = bf16_bits_of(got[4]);
+    std::vector<float> v_from_device = got[5];
+    block_adam_undo_decay_cpu(c.part, from_device.data(), v_from_device.data(), undo_hyper);
+    moments.check("undo_decay m, bf16 m", c.label, got[6], values_of(from_device), 1, largest);
+    tally.check("undo_decay v, bf16 m", c.label, got[7], v_from_device, kVTol);
+    // The restore: within the bound of the pre-step m.
+    int exponent = 0;
+    std::frexp(largest, &exponent);
+    const double ulp = std::ldexp(1.0, exponent - 8);
+    double worst = 0.0;
+    for (size_t i = 0; i < n; ++i)
+      worst = std::max(worst, std::fabs(double(got[6][i]) - start.m[i]));
+    worst_restore_ulps = std::max(worst_restore_ulps, worst / ulp);
+    EXPECT_LE(worst, (2 * kMicroBatches + 1) / double(h.beta1) * ulp) << c.label;
+  }
+  std::printf(
+      "[  errors  ] restored bf16 m vs pre-step: worst %.2f bf16 ulps of max|m| (bound %.2f)\n",
+      worst_restore_ulps, (2 * kMicroBatches + 1) / 0.9);
+}
+
 // ---- launcher checks and the scratch plan -------------------------------------------------------
 
 TEST(BlockAdamKernels, LaunchersRejectBadArguments) {
@@ -611,7 +838,8 @@ TEST(BlockAdamKernels, LaunchersRejectBadArguments) {
   const BlockAdamHyper h = hyper_at_step(1);
   EXPECT_NO_THROW(block_adam_step<float>(p.get(), nullptr, g.get(), m.get(), v.get(), good, h,
                                          scratch.get(), nullptr));
-  EXPECT_THROW(block_adam_step<float>(p.get(), nullptr, g.get(), nullptr, v.get(), good, h,
+  float* no_m = nullptr;  // typed: the launcher's m type is deduced from it
+  EXPECT_THROW(block_adam_step<float>(p.get(), nullptr, g.get(), no_m, v.get(), good, h,
                                       scratch.get(), nullptr), Error);
   EXPECT_THROW(block_adam_step<float>(p.get(), nullptr, g.get(), m.get(), v.get(), good, h,
                                       nullptr, nullptr), Error);
@@ -626,6 +854,24 @@ TEST(BlockAdamKernels, LaunchersRejectBadArguments) {
   BlockAdamHyper no_beta = h;
   no_beta.beta2 = 0.0f;
   EXPECT_THROW(block_adam_undo_decay(m.get(), v.get(), good, no_beta, nullptr), Error);
+  // m's storage and hyper.m_bf16 must agree, in every launcher.
+  DeviceArray<bf16> m16(32);
+  BlockAdamHyper says_bf16 = h;
+  says_bf16.m_bf16 = true;
+  EXPECT_NO_THROW(block_adam_step<float>(p.get(), nullptr, g.get(), m16.get(), v.get(), good,
+                                         says_bf16, scratch.get(), nullptr));
+  EXPECT_THROW(block_adam_step<float>(p.get(), nullptr, g.get(), m16.get(), v.get(), good, h,
+                                      scratch.get(), nullptr), Error);
+  EXPECT_THROW(block_adam_step<float>(p.get(), nullptr, g.get(), m.get(), v.get(), good, says_bf16,
+                                      scratch.get(), nullptr), Error);
+  EXPECT_THROW(block_adam_fold<float>(g.get(), m16.get(), v.get(), good, h, true, status.get(),
+                                      scratch.get(), nullptr), Error);
+  EXPECT_THROW(block_adam_apply<float>(p.get(), nullptr, m.get(), v.get(), good, says_bf16,
+                                       scratch.get(), nullptr), Error);
+  EXPECT_THROW(
+      block_adam_unfold<float>(g.get(), m16.get(), v.get(), good, h, scratch.get(), nullptr),
+      Error);
+  EXPECT_THROW(block_adam_undo_decay(m16.get(), v.get(), good, h, nullptr), Error);
 
   // Geometries the kernels' index math cannot take: each names the tensor.
   std::vector<TensorPartition> bad(6, good);

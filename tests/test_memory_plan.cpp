@@ -19,10 +19,12 @@
 namespace slim {
 namespace {
 
-RunConfig small_run(const std::string& kind, const std::string& mode, int recompute) {
+RunConfig small_run(const std::string& kind, const std::string& mode, int recompute,
+                    const std::string& m_dtype = "fp32") {
   const std::string json = cat(R"({"model": {"n_layer": 3, "n_head": 4, "n_embd": 64,
       "vocab_size": 100, "max_seq_len": 32},
-      "optimizer": {"kind": ")", kind, R"(", "accumulation": ")", mode, R"("},
+      "optimizer": {"kind": ")", kind, R"(", "accumulation": ")", mode, R"(", "m_dtype": ")",
+      m_dtype, R"("},
       "training": {"micro_batch": 3, "seq_len": 24, "recompute": )", recompute, R"(},
       "backend": "cpu"})");
   return parse_run_config(json, {});
@@ -33,7 +35,8 @@ TEST(MemoryPlan, PredictionEqualsTheAllocatorToTheByte) {
     for (const char* mode : {"grads", "adama"})
       for (int recompute : {0, 1, 2}) {
         SCOPED_TRACE(cat(kind, "/", mode, "/recompute ", recompute));
-        const RunConfig config = small_run(kind, mode, recompute);
+        // A bf16 m at recompute 1: every kind x mode meets both m dtypes.
+        const RunConfig config = small_run(kind, mode, recompute, recompute == 1 ? "bf16" : "fp32");
         const MemoryPlan plan = plan_memory(config, "cpu");
         CpuBackend backend;
         TrainingSetup setup = build_training(config, backend);
@@ -63,6 +66,8 @@ TEST(MemoryPlan, LeanModesNeedLessAndSizesParse) {
   EXPECT_EQ(a[int(MemTag::OptV)], a[int(MemTag::OptM)]) << "AdamW: one v per parameter";
   EXPECT_LT(b[int(MemTag::OptV)] * 20, b[int(MemTag::OptM)]) << "Adam-mini: v per block";
   EXPECT_LT(b[int(MemTag::Grads)], a[int(MemTag::Grads)]) << "adama: no full gradient buffer";
+  const auto half_m = plan_memory(small_run("adamw", "grads", 0, "bf16"), "cpu").by_tag();
+  EXPECT_EQ(2 * half_m[int(MemTag::OptM)], a[int(MemTag::OptM)]) << "a bf16 m: 2 bytes a parameter";
   EXPECT_EQ(parse_memory_size("24GiB"), size_t(24) << 30);
   EXPECT_EQ(parse_memory_size("80GB"), size_t(80'000'000'000));
   EXPECT_EQ(parse_memory_size("512 MiB"), size_t(512) << 20);

@@ -7,7 +7,10 @@
 //   void*  / const void*  : a tensor in the backend's compute dtype ("X": fp32 on the CPU, fp32 or
 //                           bf16 on CUDA). Weights, activations and weight gradients are X.
 //   float* / const float* : always fp32 (LayerNorm statistics, attention log-sum-exp, per-token
-//                           losses, master weights, optimizer moments).
+//                           losses, master weights, the second moment v).
+//   m (void* in the optimizer ops): the first moment, fp32 or bf16 as AdamWArgs::m_bf16 /
+//                           BlockAdamHyper::m_bf16 says (optim/block_adam.h: read as fp32,
+//                           written back stochastically rounded with m_seed), on every backend.
 //   const int*            : token ids, int32, in backend memory.
 // Shapes are given in elements; N = B*T rows for token-wise ops. Row-major everywhere; weights
 // of linear layers are [OC, C] (out, in), as in llm.c.
@@ -38,6 +41,8 @@ struct AdamWArgs {
   float bias_correction1;  // 1 - beta1^t
   float bias_correction2;  // 1 - beta2^t
   uint32_t seed = 0;       // stochastic-rounding seed of this step and tensor (bf16 params only)
+  bool m_bf16 = false;     // m is stored in bf16 (else fp32)
+  uint32_t m_seed = 0;     // stochastic-rounding seed of the bf16 m writes (another than seed)
 };
 
 // AdamA's bookkeeping for one optimizer step, kept in backend memory (the optimizer allocates it
@@ -134,13 +139,14 @@ class Backend {
   // Sum of squares of n elements of a gradient tensor, in a fixed (deterministic) order.
   virtual double sum_squares(const void* x, size_t n) = 0;
   // AdamW (OPTIMIZERS.md section 1) on n elements. master may be null when the compute dtype is
-  // fp32 (params are then the master weights).
-  virtual void adamw_update(void* params, float* master, const void* grads, float* m, float* v,
+  // fp32 (params are then the master weights). m is fp32 or bf16 (args.m_bf16).
+  virtual void adamw_update(void* params, float* master, const void* grads, void* m, float* v,
                             size_t n, const AdamWArgs& args) = 0;
   // Block-wise Adam (Adam-mini / SlimAdam, OPTIMIZERS.md sections 2-3, grads mode) on one tensor:
   // params/grads/m point at the tensor's first element, v at its first v entry (part.v_offset
-  // into the optimizer's v buffer); one v per block of `part`. master as in adamw_update.
-  virtual void block_adam_step(void* params, float* master, const void* grads, float* m, float* v,
+  // into the optimizer's v buffer); one v per block of `part`. master as in adamw_update; m fp32
+  // or bf16 (hyper.m_bf16) in every block-Adam op.
+  virtual void block_adam_step(void* params, float* master, const void* grads, void* m, float* v,
                                const TensorPartition& part, const BlockAdamHyper& hyper) = 0;
 
   // AdamA (OPTIMIZERS.md sections 5.2 and 5.4), one tensor at a time, pointers as in
@@ -149,20 +155,23 @@ class Backend {
   // hyper.fold_scale is s). When status->nonfinite is already set, or this gradient has a
   // non-finite (grad_scale*g)^2 or block mean, nothing is written and status->nonfinite is set;
   // otherwise m and v are updated, status->committed is incremented and ||g||^2 (unscaled) is
-  // added to status->raw_sum_squares. Deterministic.
-  virtual void block_adam_fold(const void* grads, float* m, float* v, const TensorPartition& part,
+  // added to status->raw_sum_squares. Deterministic. With a bf16 m, each fold rounds m once
+  // (hyper.m_seed: the optimizer gives every fold of a step its own).
+  virtual void block_adam_fold(const void* grads, void* m, float* v, const TensorPartition& part,
                                const BlockAdamHyper& hyper, bool first_fold,
                                FoldStatus* status) = 0;
   // The step's weight update from the folded m and v. hyper.update_clip > 0 clips the update by
   // its RMS over the tensor's real elements: u = m_hat/(sqrt(v_hat)+eps) is scaled by
   // min(1, update_clip / rms(u)) (weight decay is not scaled).
-  virtual void block_adam_apply(void* params, float* master, const float* m, const float* v,
+  virtual void block_adam_apply(void* params, float* master, const void* m, const float* v,
                                 const TensorPartition& part, const BlockAdamHyper& hyper) = 0;
   // Take one committed fold of `grads` (same hyper) back out of m and v; undo_decay divides m by
-  // beta1 and v by beta2. Used only to restore the state when a step is skipped.
-  virtual void block_adam_unfold(const void* grads, float* m, float* v,
+  // beta1 and v by beta2. Used only to restore the state when a step is skipped. A bf16 m is
+  // rounded again by each of them, so its restored value carries the roundings of the folds and
+  // of the undo (block_adam_cpu.h gives the bound).
+  virtual void block_adam_unfold(const void* grads, void* m, float* v,
                                  const TensorPartition& part, const BlockAdamHyper& hyper) = 0;
-  virtual void block_adam_undo_decay(float* m, float* v, const TensorPartition& part,
+  virtual void block_adam_undo_decay(void* m, float* v, const TensorPartition& part,
                                      const BlockAdamHyper& hyper) = 0;
 
  protected:

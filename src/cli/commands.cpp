@@ -150,11 +150,15 @@ int cmd_memory(const MemoryArgs& args) {
   const std::string backend = resolve_backend_kind(config.backend);
   const MemoryPlan plan = plan_memory(config, backend);
   const TrainingConfig& t = config.training;
-  std::printf("memory plan for %s: %s parameters | backend %s (%s) | optimizer %s, accumulation "
-              "%s | micro-batch %d x %d, recompute %d\n",
+  std::printf("memory plan for %s: %s parameters | backend %s (%s%s) | optimizer %s, "
+              "accumulation %s, m %s | micro-batch %d x %d, recompute %d\n",
               args.config.c_str(), format_thousands((long long)plan.n_params).c_str(),
-              backend.c_str(), dtype_name(plan.dtype), config.optimizer.kind.c_str(),
-              config.optimizer.accumulation.c_str(), t.micro_batch, t.seq_len, t.recompute);
+              backend.c_str(), dtype_name(plan.dtype),
+              plan.dtype == DType::F32 ? ""
+              : config.optimizer.master_weights ? ", fp32 master weights"
+                                                : ", no master weights",
+              config.optimizer.kind.c_str(), config.optimizer.accumulation.c_str(),
+              config.optimizer.m_dtype.c_str(), t.micro_batch, t.seq_len, t.recompute);
   std::printf("%s", plan.table().c_str());
   if (backend == "cuda")
     std::printf("(not counted: the CUDA context and library handles, a few hundred MiB per GPU)\n");

@@ -103,7 +103,8 @@ std::vector<Section> config_schema(RunConfig& c) {
         {"adama_clip", &c.optimizer.adama_clip},
         {"update_clip", &c.optimizer.update_clip},
         {"adama_scale", &c.optimizer.adama_scale},
-        {"master_weights", &c.optimizer.master_weights}}},
+        {"master_weights", &c.optimizer.master_weights},
+        {"m_dtype", &c.optimizer.m_dtype}}},
       {"training",
        {{"steps", &c.training.steps},
         {"micro_batch", &c.training.micro_batch},
@@ -696,6 +697,7 @@ void validate_run(const RunConfig& c, const Checker& check) {
                    "\""));
   check.one_of("optimizer.accumulation", o.accumulation, {"grads", "adama"});
   check.one_of("optimizer.adama_clip", o.adama_clip, {"lagged", "update", "none"});
+  check.one_of("optimizer.m_dtype", o.m_dtype, {"fp32", "bf16"});
   check.positive_float("optimizer.update_clip", o.update_clip);
   check.positive_float("optimizer.adama_scale", o.adama_scale);
   check.positive_float("optimizer.lr", o.lr);

@@ -46,6 +46,13 @@ struct OptimizerConfig {
   // bf16 runs: keep fp32 master weights (false: update the bf16 weights in place with
   // stochastic rounding, the leanest layout).
   bool master_weights = true;
+  // Storage of the first moment m: fp32 | bf16. bf16 halves m (2 bytes per parameter); every
+  // update reads it as fp32 and writes it back with stochastic rounding (unbiased). With bf16
+  // weights, master_weights = false and Adam-mini or SlimAdam (v negligible), the training state
+  // is about 4 bytes per parameter plus the gradients. v stays fp32 (it is small for the block
+  // kinds, and AdamW's per-element v would lose its small values in bf16). Any backend: the cpu
+  // backend computes in fp32 but stores m in bf16 the same way.
+  std::string m_dtype = "fp32";
   float lr = 6e-4f;
   float beta1 = 0.9f;
   float beta2 = 0.95f;

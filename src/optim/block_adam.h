@@ -28,6 +28,15 @@
 // Element blocks use AdamW's own expressions (same operations in the same order), so an Element
 // partition reproduces adamw_update bit for bit as long as the compiler contracts the two the
 // same way (GCC forms fused multiply-adds in C++ even with -std=c++20; both then get the same).
+//
+// The first moment m is stored in fp32 or, with BlockAdamHyper::m_bf16 (optimizer.m_dtype =
+// bf16), in bf16: every update reads m as fp32, computes in fp32 (a grads-mode step also applies
+// this unrounded m to the weights) and writes it back stochastically rounded (the helpers at the
+// end of this file), with random bits from (m_seed, the element's index in the tensor). m_seed is
+// another seed than the weights' (Optimizer::moment_seed): one draw never decides both roundings.
+// Stochastic rounding keeps m unbiased: E[stored] = the fp32 value, so the decaying average does
+// not stall when (1-beta1)*g is below half a bf16 ulp of m, which round to nearest would drop.
+// fp32 m is untouched by all of this (same loads, same stores, same bits as before).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -67,6 +76,8 @@ struct BlockAdamHyper {
   float fold_scale = 1.0f;    // AdamA's s: v_B += (1-b2)*s*mean_B(g_i^2)
   float update_clip = 0.0f;   // AdamA apply: clip the update's RMS over the tensor to this (0 = off)
   uint32_t seed = 0;          // stochastic-rounding seed of this step and tensor (bf16 params)
+  bool m_bf16 = false;        // m is stored in bf16 (else fp32): the dtype of the call's m
+  uint32_t m_seed = 0;        // stochastic-rounding seed of the bf16 m writes of this call
 };
 
 // ---- geometry ---------------------------------------------------------------------------
@@ -184,6 +195,64 @@ SLIM_HD inline float adam_apply_scaled(float w, float m, float v, const BlockAda
                                        float scale) {
   const float m_hat = m / h.bias_correction1, v_hat = v / h.bias_correction2;
   return w - h.lr * (scale * (m_hat / (sqrtf(v_hat) + h.eps)) + h.weight_decay * w);
+}
+
+// ---- bf16 storage and stochastic rounding --------------------------------------------------
+// Plain bit arithmetic on the host and the device alike, so the CPU reference (which stores a bf16
+// m as uint16_t bits) and the kernels (__nv_bfloat16) round to the very same bits.
+
+SLIM_HD inline uint32_t float_bits(float x) {
+  uint32_t bits;
+  __builtin_memcpy(&bits, &x, sizeof bits);
+  return bits;
+}
+SLIM_HD inline float float_from_bits(uint32_t bits) {
+  float x;
+  __builtin_memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+// A bf16 value (its 16 bits) as fp32: exact.
+SLIM_HD inline float bf16_bits_to_float(uint16_t bits) {
+  return float_from_bits(uint32_t(bits) << 16);
+}
+
+// 32 random bits from (seed, index): the splitmix64 finalizer applied to a Weyl-sequence point, a
+// well-mixed counter-based hash (every input bit affects every output bit). A run is
+// reproducible (and resumable) given the seeds, and no RNG state is kept.
+SLIM_HD inline uint32_t random_bits(uint32_t seed, uint64_t index) {
+  uint64_t z = index + (static_cast<uint64_t>(seed) + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<uint32_t>(z >> 32);
+}
+
+// x (finite) rounded to one of its two neighbouring bf16 values, returned as fp32 (the low 16 bits
+// zero): adding 16 random bits below the kept mantissa and truncating rounds up (away from zero)
+// exactly when the random number is below the dropped remainder, i.e. with probability
+// remainder / ulp, so E[result] = x. (Past the largest bf16 it may round up to infinity, as the
+// GPU's own conversion would.)
+SLIM_HD inline float stochastic_round_finite_to_bf16(float x, uint32_t random) {
+  return float_from_bits((float_bits(x) + (random & 0xffffu)) & 0xffff0000u);
+}
+
+// The bf16 bits of x stochastically rounded; an infinity stays itself and a NaN stays a (quiet)
+// NaN.
+SLIM_HD inline uint16_t stochastic_round_bf16_bits(float x, uint32_t random) {
+  const uint32_t bits = float_bits(x);
+  if ((bits & 0x7f800000u) == 0x7f800000u)
+    return uint16_t((bits >> 16) | ((bits & 0x7fffffu) != 0 ? 0x40u : 0u));
+  return uint16_t(float_bits(stochastic_round_finite_to_bf16(x, random)) >> 16);
+}
+
+// The bf16 bits of x rounded to nearest, ties to even (the GPU's __float2bfloat16_rn); a NaN stays
+// a quiet NaN. For loading an fp32 m into bf16 storage (checkpoints), where no draw is wanted.
+SLIM_HD inline uint16_t round_to_nearest_bf16_bits(float x) {
+  const uint32_t bits = float_bits(x);
+  if ((bits & 0x7f800000u) == 0x7f800000u)
+    return uint16_t((bits >> 16) | ((bits & 0x7fffffu) != 0 ? 0x40u : 0u));
+  return uint16_t((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
 }  // namespace slim

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "util/error.h"
@@ -137,6 +138,45 @@ bool all_squares_finite(const float* g, int64_t n, float c) {
   return finite != 0;
 }
 
+// The first moment's storage, as the loops see it: get(i) reads element i of the span as fp32,
+// set(i, x) stores x; at(offset) is the span from element `offset` on. F32Moment is plain fp32
+// access (the loops then compile to exactly what they were before bf16 m existed). Bf16Moment
+// holds bf16 bits and rounds every store stochastically with random_bits(seed, e), e the
+// element's index in the tensor (`first` is the span's first element's index). A const element
+// type gives a read-only accessor (set is then never instantiated).
+template <typename Float>  // float or const float
+struct F32Moment {
+  Float* p;
+  float get(int64_t i) const { return p[i]; }
+  void set(int64_t i, float x) const { p[i] = x; }
+  F32Moment at(int64_t offset) const { return {p + offset}; }
+};
+
+template <typename Bits>  // uint16_t or const uint16_t
+struct Bf16Moment {
+  Bits* p;
+  uint32_t seed;
+  int64_t first;
+  float get(int64_t i) const { return bf16_bits_to_float(p[i]); }
+  void set(int64_t i, float x) const {
+    p[i] = stochastic_round_bf16_bits(x, random_bits(seed, uint64_t(first + i)));
+  }
+  Bf16Moment at(int64_t offset) const { return {p + offset, seed, first + offset}; }
+};
+
+// Calls body(moment) with the accessor of the tensor's m (void* or const void*) that
+// hyper.m_bf16 names: one instantiation of each loop per storage type.
+template <typename Void, typename Body>
+void with_moment(Void* m, const BlockAdamHyper& h, Body&& body) {
+  constexpr bool kReadOnly = std::is_const_v<Void>;
+  using Float = std::conditional_t<kReadOnly, const float, float>;
+  using Bits = std::conditional_t<kReadOnly, const uint16_t, uint16_t>;
+  if (h.m_bf16)
+    body(Bf16Moment<Bits>{static_cast<Bits*>(m), h.m_seed, 0});
+  else
+    body(F32Moment<Float>{static_cast<Float*>(m)});
+}
+
 // The loops below run a lambda per element. Each thread first copies the lambda (its captured
 // pointers and hyperparameters) into a local: read through the shared closure, GCC reloads the
 // pointers every iteration and falls back to gathers and scatters, three times slower.
@@ -204,16 +244,17 @@ bool tensor_block_means(const TensorPartition& part, const float* grads, float c
 // Sum of u^2, u = adam_direction(m, v_B), over the real rows of one segment (m at the segment's
 // first element, v at its first v entry). Rows run in parallel; each row's chunked sum lands in
 // its own double and the rows are added in order, so the thread count never changes the bits.
-double segment_direction_sum_squares(const BlockGeometry& geo, const float* m, const float* v,
+template <typename Moment>
+double segment_direction_sum_squares(const BlockGeometry& geo, const Moment& m, const float* v,
                                      const BlockAdamHyper& h) {
   const int64_t rows = geo.real_rows, cols = geo.cols, stride = col_v_stride(geo);
   std::vector<double> row_sum(static_cast<size_t>(rows));
 #pragma omp parallel for schedule(static) if (rows * cols >= kMinParallelWork)
   for (int64_t r = 0; r < rows; ++r) {
-    const float* m_row = m + r * cols;
+    const Moment m_row = m.at(r * cols);
     const float* v_row = v + row_v_base(geo, r);
     row_sum[size_t(r)] = chunked_sum(cols, [=](int64_t j) {
-      const float u = adam_direction(m_row[j], v_row[j * stride], h);
+      const float u = adam_direction(m_row.get(j), v_row[j * stride], h);
       return u * u;
     });
   }
@@ -233,24 +274,27 @@ bool block_mean_squares_cpu(const TensorPartition& part, const float* grads, flo
   return finite;
 }
 
-void block_adam_step_cpu(const TensorPartition& part, float* weights, const float* grads, float* m,
-                         float* v, const BlockAdamHyper& hyper) {
+namespace {
+
+template <typename Moment>
+void step_impl(const TensorPartition& part, float* weights, const float* grads, const Moment& m,
+               float* v, const BlockAdamHyper& hyper) {
   const BlockAdamHyper h = hyper;  // a local copy: stores through float* cannot alias it
   const float c = h.grad_scale, m_weight = 1.0f - h.beta1, v_weight = 1.0f - h.beta2;
   for (const PartitionSegment& s : part.segments) {
     const BlockGeometry geo = s.geometry(part.cols);
     const int64_t first = s.row_begin * part.cols;
     float* w_seg = weights + first;
-    float* m_seg = m + first;
+    const Moment m_seg = m.at(first);
     float* v_seg = v + s.v_offset;
     const float* g_seg = grads + first;
     if (s.kind == BlockKind::Element) {
       // AdamW exactly: the same expressions, in the same order, as cpu_ops.h adamw_update.
       for_each_element(geo.rows * geo.cols, [=](int64_t i) {
         const float g = g_seg[i] * c;
-        const float m_new = moment_step(m_seg[i], h.beta1, m_weight, g);
+        const float m_new = moment_step(m_seg.get(i), h.beta1, m_weight, g);
         const float v_new = square_moment_step(v_seg[i], h.beta2, v_weight, g);
-        m_seg[i] = m_new;
+        m_seg.set(i, m_new);
         v_seg[i] = v_new;
         w_seg[i] = adam_apply(w_seg[i], m_new, v_new, h);
       });
@@ -261,15 +305,16 @@ void block_adam_step_cpu(const TensorPartition& part, float* weights, const floa
     for (int64_t b = 0; b < s.v_entries; ++b)
       v_seg[b] = moment_step(v_seg[b], h.beta2, v_weight, mean_square[size_t(b)]);
     for_each_element_with_v(geo, [=](int64_t i, int64_t vi) {
-      const float m_new = moment_step(m_seg[i], h.beta1, m_weight, g_seg[i] * c);
-      m_seg[i] = m_new;
+      const float m_new = moment_step(m_seg.get(i), h.beta1, m_weight, g_seg[i] * c);
+      m_seg.set(i, m_new);
       w_seg[i] = adam_apply(w_seg[i], m_new, v_seg[vi], h);
     });
   }
 }
 
-bool block_adam_fold_cpu(const TensorPartition& part, const float* grads, float* m, float* v,
-                         const BlockAdamHyper& hyper, bool first_fold) {
+template <typename Moment>
+bool fold_impl(const TensorPartition& part, const float* grads, const Moment& m, float* v,
+               const BlockAdamHyper& hyper, bool first_fold) {
   const BlockAdamHyper h = hyper;
   const float c = h.grad_scale, m_weight = 1.0f - h.beta1, v_weight = v_fold_weight(h.beta2, h.fold_scale);
   const float m_keep = fold_keep(h.beta1, first_fold), v_keep = fold_keep(h.beta2, first_fold);
@@ -281,66 +326,71 @@ bool block_adam_fold_cpu(const TensorPartition& part, const float* grads, float*
     const PartitionSegment& s = part.segments[k];
     const BlockGeometry geo = s.geometry(part.cols);
     const int64_t first = s.row_begin * part.cols, n = geo.rows * geo.cols;
-    float* m_seg = m + first;
+    const Moment m_seg = m.at(first);
     float* v_seg = v + s.v_offset;
     const float* g_seg = grads + first;
     if (s.kind == BlockKind::Element) {
       for_each_element(n, [=](int64_t i) {
         const float g = g_seg[i] * c;
-        m_seg[i] = moment_step(m_seg[i], m_keep, m_weight, g);
+        m_seg.set(i, moment_step(m_seg.get(i), m_keep, m_weight, g));
         v_seg[i] = square_moment_step(v_seg[i], v_keep, v_weight, g);
       });
       continue;
     }
     for (int64_t b = 0; b < s.v_entries; ++b)
       v_seg[b] = moment_step(v_seg[b], v_keep, v_weight, means[k][size_t(b)]);
-    for_each_element(n, [=](int64_t i) { m_seg[i] = moment_step(m_seg[i], m_keep, m_weight, g_seg[i] * c); });
+    for_each_element(n, [=](int64_t i) {
+      m_seg.set(i, moment_step(m_seg.get(i), m_keep, m_weight, g_seg[i] * c));
+    });
   }
   return true;
 }
 
-double block_update_mean_square_cpu(const TensorPartition& part, const float* m, const float* v,
-                                    const BlockAdamHyper& hyper) {
+template <typename Moment>
+double update_mean_square_impl(const TensorPartition& part, const Moment& m, const float* v,
+                               const BlockAdamHyper& hyper) {
   const BlockAdamHyper h = hyper;
   double total = 0.0;
   int64_t count = 0;
   for (const PartitionSegment& s : part.segments) {
     const BlockGeometry geo = s.geometry(part.cols);
-    total += segment_direction_sum_squares(geo, m + s.row_begin * part.cols, v + s.v_offset, h);
+    total += segment_direction_sum_squares(geo, m.at(s.row_begin * part.cols), v + s.v_offset, h);
     count += geo.real_rows * geo.cols;
   }
   return count > 0 ? total / double(count) : 0.0;
 }
 
-void block_adam_apply_cpu(const TensorPartition& part, float* weights, const float* m,
-                          const float* v, const BlockAdamHyper& hyper) {
+template <typename Moment>
+void apply_impl(const TensorPartition& part, float* weights, const Moment& m, const float* v,
+                const BlockAdamHyper& hyper) {
   const BlockAdamHyper h = hyper;
   const float scale =
       h.update_clip > 0.0f
-          ? update_clip_scale(block_update_mean_square_cpu(part, m, v, h), h.update_clip)
+          ? update_clip_scale(update_mean_square_impl(part, m, v, h), h.update_clip)
           : 1.0f;
   for (const PartitionSegment& s : part.segments) {
     const int64_t first = s.row_begin * part.cols;
     float* w_seg = weights + first;
-    const float* m_seg = m + first;
+    const Moment m_seg = m.at(first);
     const float* v_seg = v + s.v_offset;
     const BlockGeometry geo = s.geometry(part.cols);
     // Unclipped stays adam_apply itself (block_adam.h says why), so AdamA without update
     // clipping is AdamW bit for bit.
     if (scale == 1.0f) {
       for_each_element_with_v(geo, [=](int64_t i, int64_t vi) {
-        w_seg[i] = adam_apply(w_seg[i], m_seg[i], v_seg[vi], h);
+        w_seg[i] = adam_apply(w_seg[i], m_seg.get(i), v_seg[vi], h);
       });
     } else {
       for_each_element_with_v(geo, [=](int64_t i, int64_t vi) {
-        w_seg[i] = adam_apply_scaled(w_seg[i], m_seg[i], v_seg[vi], h, scale);
+        w_seg[i] = adam_apply_scaled(w_seg[i], m_seg.get(i), v_seg[vi], h, scale);
       });
     }
   }
 }
 
-void block_adam_unfold_cpu(const TensorPartition& part, const float* grads, float* m, float* v,
-                           const BlockAdamHyper& hyper) {
+template <typename Moment>
+void unfold_impl(const TensorPartition& part, const float* grads, const Moment& m, float* v,
+                 const BlockAdamHyper& hyper) {
   const BlockAdamHyper h = hyper;
   const float c = h.grad_scale, m_weight = 1.0f - h.beta1, v_weight = v_fold_weight(h.beta2, h.fold_scale);
   std::vector<std::vector<float>> means;
@@ -350,28 +400,73 @@ void block_adam_unfold_cpu(const TensorPartition& part, const float* grads, floa
     const PartitionSegment& s = part.segments[k];
     const BlockGeometry geo = s.geometry(part.cols);
     const int64_t first = s.row_begin * part.cols, n = geo.rows * geo.cols;
-    float* m_seg = m + first;
+    const Moment m_seg = m.at(first);
     float* v_seg = v + s.v_offset;
     const float* g_seg = grads + first;
     if (s.kind == BlockKind::Element) {
       for_each_element(n, [=](int64_t i) {
         const float g = g_seg[i] * c;
-        m_seg[i] = moment_unstep(m_seg[i], m_weight, g);
+        m_seg.set(i, moment_unstep(m_seg.get(i), m_weight, g));
         v_seg[i] = square_moment_unstep(v_seg[i], v_weight, g);
       });
       continue;
     }
     for (int64_t b = 0; b < s.v_entries; ++b)
       v_seg[b] = block_moment_unstep(v_seg[b], v_weight, means[k][size_t(b)]);
-    for_each_element(n, [=](int64_t i) { m_seg[i] = moment_unstep(m_seg[i], m_weight, g_seg[i] * c); });
+    for_each_element(n, [=](int64_t i) {
+      m_seg.set(i, moment_unstep(m_seg.get(i), m_weight, g_seg[i] * c));
+    });
   }
 }
 
-void block_adam_undo_decay_cpu(const TensorPartition& part, float* m, float* v,
-                               const BlockAdamHyper& hyper) {
+template <typename Moment>
+void undo_decay_impl(const TensorPartition& part, const Moment& m, float* v,
+                     const BlockAdamHyper& hyper) {
   const float beta1 = hyper.beta1, beta2 = hyper.beta2;
-  for_each_element(part.rows * part.cols, [=](int64_t i) { m[i] = undo_decay(m[i], beta1); });
+  for_each_element(part.rows * part.cols,
+                   [=](int64_t i) { m.set(i, undo_decay(m.get(i), beta1)); });
   for_each_element(part.v_entries, [=](int64_t b) { v[b] = undo_decay(v[b], beta2); });
+}
+
+}  // namespace
+
+void block_adam_step_cpu(const TensorPartition& part, float* weights, const float* grads, void* m,
+                         float* v, const BlockAdamHyper& hyper) {
+  with_moment(m, hyper,
+              [&](const auto& moment) { step_impl(part, weights, grads, moment, v, hyper); });
+}
+
+bool block_adam_fold_cpu(const TensorPartition& part, const float* grads, void* m, float* v,
+                         const BlockAdamHyper& hyper, bool first_fold) {
+  bool folded = false;
+  with_moment(m, hyper, [&](const auto& moment) {
+    folded = fold_impl(part, grads, moment, v, hyper, first_fold);
+  });
+  return folded;
+}
+
+double block_update_mean_square_cpu(const TensorPartition& part, const void* m, const float* v,
+                                    const BlockAdamHyper& hyper) {
+  double mean = 0.0;
+  with_moment(m, hyper, [&](const auto& moment) {
+    mean = update_mean_square_impl(part, moment, v, hyper);
+  });
+  return mean;
+}
+
+void block_adam_apply_cpu(const TensorPartition& part, float* weights, const void* m,
+                          const float* v, const BlockAdamHyper& hyper) {
+  with_moment(m, hyper, [&](const auto& moment) { apply_impl(part, weights, moment, v, hyper); });
+}
+
+void block_adam_unfold_cpu(const TensorPartition& part, const float* grads, void* m, float* v,
+                           const BlockAdamHyper& hyper) {
+  with_moment(m, hyper, [&](const auto& moment) { unfold_impl(part, grads, moment, v, hyper); });
+}
+
+void block_adam_undo_decay_cpu(const TensorPartition& part, void* m, float* v,
+                               const BlockAdamHyper& hyper) {
+  with_moment(m, hyper, [&](const auto& moment) { undo_decay_impl(part, moment, v, hyper); });
 }
 
 }  // namespace slim

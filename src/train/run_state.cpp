@@ -42,6 +42,7 @@ OptimizerSettings optimizer_settings(const RunConfig& config) {
   settings.weight_decay = o.weight_decay;
   settings.adama_scale = o.adama_scale;
   settings.master_weights = o.master_weights;
+  settings.m_dtype = o.m_dtype;
   settings.seed = config.seed;
   settings.partition = partition_options(o);
   return settings;
@@ -66,7 +67,9 @@ std::string save_run_checkpoint(const RunConfig& config, GptModel& model, const 
                       {"proxy_sum_squares", optimizer.proxy_sum_squares()},
                       {"state", master.empty() ? nlohmann::json{"m", "v"}
                                                : nlohmann::json{"m", "v", "master"}},
-                      {"state_dtype", "fp32"},
+                      // The dtypes the run keeps its state in; the blobs hold fp32 either way
+                      // (a bf16 m widened exactly, rounded back to nearest on load).
+                      {"state_dtype", {{"m", dtype_name(optimizer.m_dtype())}, {"v", "fp32"}}},
                       {"v_entries", optimizer.v_entries()}};
   nlohmann::json tensors = nlohmann::json::array();
   for (const ParamInfo& p : model.table().params)

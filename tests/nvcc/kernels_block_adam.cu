@@ -1,26 +1,28 @@
 // nvcc gate for kernels/block_adam.cuh: every launcher instantiated for fp32 and bf16 params and
-// gradients (which instantiates every kernel, both fold directions included).
+// gradients, each with an fp32 and a bf16 first moment (which instantiates every kernel, both fold
+// directions included).
 #include "kernels/block_adam.cuh"
 
 namespace slim {
-#define SLIM_BLOCK_ADAM_LAUNCHERS(X)                                                              \
-  template void block_adam_step<X>(X*, float*, const X*, float*, float*, const TensorPartition&, \
-                                   const BlockAdamHyper&, float*, cudaStream_t);                 \
-  template void block_adam_fold<X>(const X*, float*, float*, const TensorPartition&,             \
-                                   const BlockAdamHyper&, bool, FoldStatus*, float*,             \
-                                   cudaStream_t);                                                \
-  template void block_adam_apply<X>(X*, float*, const float*, const float*,                      \
-                                    const TensorPartition&, const BlockAdamHyper&, float*,       \
-                                    cudaStream_t);                                               \
-  template void block_adam_unfold<X>(const X*, float*, float*, const TensorPartition&,           \
-                                     const BlockAdamHyper&, float*, cudaStream_t);
-SLIM_BLOCK_ADAM_LAUNCHERS(float)
-SLIM_BLOCK_ADAM_LAUNCHERS(__nv_bfloat16)
+#define SLIM_BLOCK_ADAM_LAUNCHERS(X, M)                                                           \
+  template void block_adam_step<X, M>(X*, float*, const X*, M*, float*, const TensorPartition&,  \
+                                      const BlockAdamHyper&, float*, cudaStream_t);              \
+  template void block_adam_fold<X, M>(const X*, M*, float*, const TensorPartition&,              \
+                                      const BlockAdamHyper&, bool, FoldStatus*, float*,          \
+                                      cudaStream_t);                                             \
+  template void block_adam_apply<X, M>(X*, float*, const M*, const float*,                       \
+                                       const TensorPartition&, const BlockAdamHyper&, float*,    \
+                                       cudaStream_t);                                            \
+  template void block_adam_unfold<X, M>(const X*, M*, float*, const TensorPartition&,            \
+                                        const BlockAdamHyper&, float*, cudaStream_t);
+SLIM_BLOCK_ADAM_LAUNCHERS(float, float)
+SLIM_BLOCK_ADAM_LAUNCHERS(float, __nv_bfloat16)
+SLIM_BLOCK_ADAM_LAUNCHERS(__nv_bfloat16, float)
+SLIM_BLOCK_ADAM_LAUNCHERS(__nv_bfloat16, __nv_bfloat16)
 #undef SLIM_BLOCK_ADAM_LAUNCHERS
 
-// Not a template: a caller with external linkage makes nvcc compile its host side here too.
-void block_adam_undo_decay_gate(float* m, float* v, const TensorPartition& part,
-                                const BlockAdamHyper& h, cudaStream_t stream) {
-  block_adam_undo_decay(m, v, part, h, stream);
-}
+template void block_adam_undo_decay<float>(float*, float*, const TensorPartition&,
+                                           const BlockAdamHyper&, cudaStream_t);
+template void block_adam_undo_decay<__nv_bfloat16>(__nv_bfloat16*, float*, const TensorPartition&,
+                                                   const BlockAdamHyper&, cudaStream_t);
 }  // namespace slim

@@ -111,19 +111,22 @@ void CpuBackend::gelu_forward(void* out, const void* inp, size_t n) {
 
 double CpuBackend::sum_squares(const void* x, size_t n) { return cpu::sum_squares(f32(x), n); }
 
-void CpuBackend::adamw_update(void* params, float* master, const void* grads, float* m, float* v,
+void CpuBackend::adamw_update(void* params, float* master, const void* grads, void* m, float* v,
                               size_t n, const AdamWArgs& args) {
-  cpu::adamw_update(f32(params), master, f32(grads), m, v, n, args);
+  if (args.m_bf16)
+    cpu::adamw_update(f32(params), master, f32(grads), static_cast<uint16_t*>(m), v, n, args);
+  else
+    cpu::adamw_update(f32(params), master, f32(grads), f32(m), v, n, args);
 }
 
-void CpuBackend::block_adam_step(void* params, float* master, const void* grads, float* m,
+void CpuBackend::block_adam_step(void* params, float* master, const void* grads, void* m,
                                  float* v, const TensorPartition& part,
                                  const BlockAdamHyper& hyper) {
   SLIM_CHECK(master == nullptr, "the cpu backend is fp32: its parameters are the master weights");
   block_adam_step_cpu(part, f32(params), f32(grads), m, v, hyper);
 }
 
-void CpuBackend::block_adam_fold(const void* grads, float* m, float* v,
+void CpuBackend::block_adam_fold(const void* grads, void* m, float* v,
                                  const TensorPartition& part, const BlockAdamHyper& hyper,
                                  bool first_fold, FoldStatus* status) {
   // The status is host memory here; the same protocol runs on the GPU without a host round trip.
@@ -136,18 +139,18 @@ void CpuBackend::block_adam_fold(const void* grads, float* m, float* v,
   status->raw_sum_squares += cpu::sum_squares(f32(grads), size_t(part.rows * part.cols));
 }
 
-void CpuBackend::block_adam_apply(void* params, float* master, const float* m, const float* v,
+void CpuBackend::block_adam_apply(void* params, float* master, const void* m, const float* v,
                                   const TensorPartition& part, const BlockAdamHyper& hyper) {
   SLIM_CHECK(master == nullptr, "the cpu backend is fp32: its parameters are the master weights");
   block_adam_apply_cpu(part, f32(params), m, v, hyper);
 }
 
-void CpuBackend::block_adam_unfold(const void* grads, float* m, float* v,
+void CpuBackend::block_adam_unfold(const void* grads, void* m, float* v,
                                    const TensorPartition& part, const BlockAdamHyper& hyper) {
   block_adam_unfold_cpu(part, f32(grads), m, v, hyper);
 }
 
-void CpuBackend::block_adam_undo_decay(float* m, float* v, const TensorPartition& part,
+void CpuBackend::block_adam_undo_decay(void* m, float* v, const TensorPartition& part,
                                        const BlockAdamHyper& hyper) {
   block_adam_undo_decay_cpu(part, m, v, hyper);
 }

@@ -51,17 +51,19 @@ class CpuBackend : public Backend {
                         int V, int Vp, bool write_dlogits) override;
 
   double sum_squares(const void* x, size_t n) override;
-  void adamw_update(void* params, float* master, const void* grads, float* m, float* v, size_t n,
+  // m is fp32 or, when the hyperparameters say m_bf16, bf16 bits: the CPU computes in fp32 but
+  // stores such an m as the CUDA backend does (the reference its kernels are tested against).
+  void adamw_update(void* params, float* master, const void* grads, void* m, float* v, size_t n,
                     const AdamWArgs& args) override;
-  void block_adam_step(void* params, float* master, const void* grads, float* m, float* v,
+  void block_adam_step(void* params, float* master, const void* grads, void* m, float* v,
                        const TensorPartition& part, const BlockAdamHyper& hyper) override;
-  void block_adam_fold(const void* grads, float* m, float* v, const TensorPartition& part,
+  void block_adam_fold(const void* grads, void* m, float* v, const TensorPartition& part,
                        const BlockAdamHyper& hyper, bool first_fold, FoldStatus* status) override;
-  void block_adam_apply(void* params, float* master, const float* m, const float* v,
+  void block_adam_apply(void* params, float* master, const void* m, const float* v,
                         const TensorPartition& part, const BlockAdamHyper& hyper) override;
-  void block_adam_unfold(const void* grads, float* m, float* v, const TensorPartition& part,
+  void block_adam_unfold(const void* grads, void* m, float* v, const TensorPartition& part,
                          const BlockAdamHyper& hyper) override;
-  void block_adam_undo_decay(float* m, float* v, const TensorPartition& part,
+  void block_adam_undo_decay(void* m, float* v, const TensorPartition& part,
                              const BlockAdamHyper& hyper) override;
 };
 

@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "backend/backend.h"
@@ -748,20 +749,38 @@ double sum_squares(const Real* x, size_t n) {
 //   g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 //   w -= lr * ((m / bc1) / (sqrt(v / bc2) + eps) + weight_decay * w).
 // When master is not null it is the weight being updated and params receive a copy.
-template <typename Real>
-void adamw_update(Real* params, Real* master, const Real* grads, Real* m, Real* v, size_t n,
+// Moment is the storage of m: Real, or uint16_t holding bf16 bits (Real = float only; then
+// args.m_bf16 must say so). A bf16 m is read as fp32, the step computed in fp32 (the weight update
+// uses the unrounded m_new) and written back stochastically rounded with random_bits(args.m_seed,
+// i), the bits the CUDA kernel draws (optim/block_adam.h).
+template <typename Real, typename Moment = Real>
+void adamw_update(Real* params, Real* master, const Real* grads, Moment* m, Real* v, size_t n,
                   const AdamWArgs& args) {
+  constexpr bool kBf16Moment = std::is_same_v<Moment, uint16_t>;
+  static_assert(std::is_same_v<Moment, Real> || (kBf16Moment && std::is_same_v<Real, float>),
+                "m is stored as Real, or as bf16 bits (uint16_t) next to float");
+  SLIM_CHECK(args.m_bf16 == kBf16Moment, "adamw_update: args.m_bf16 = ", args.m_bf16,
+             " does not match the m storage passed");
   const Real lr = args.lr, beta1 = args.beta1, beta2 = args.beta2, eps = args.eps;
   const Real weight_decay = args.weight_decay, grad_scale = args.grad_scale;
   const Real bc1 = args.bias_correction1, bc2 = args.bias_correction2;
+  const uint32_t m_seed = args.m_seed;
   Real* weights = master ? master : params;  // the copy that is updated (branch-free loop)
   const ptrdiff_t count = static_cast<ptrdiff_t>(n);
 #pragma omp parallel for simd schedule(static) if (worth_parallel(n))
   for (ptrdiff_t i = 0; i < count; ++i) {
     const Real g = grads[i] * grad_scale;
-    const Real m_new = beta1 * m[i] + (Real(1) - beta1) * g;
+    Real m_old;
+    if constexpr (kBf16Moment)
+      m_old = bf16_bits_to_float(m[i]);
+    else
+      m_old = m[i];
+    const Real m_new = beta1 * m_old + (Real(1) - beta1) * g;
     const Real v_new = beta2 * v[i] + (Real(1) - beta2) * g * g;
-    m[i] = m_new;
+    if constexpr (kBf16Moment)
+      m[i] = stochastic_round_bf16_bits(m_new, random_bits(m_seed, uint64_t(i)));
+    else
+      m[i] = m_new;
     v[i] = v_new;
     const Real m_hat = m_new / bc1, v_hat = v_new / bc2;
     const Real w_old = weights[i];

@@ -69,6 +69,18 @@ void with_dtype(DType dtype, Body&& body) {
     body(__nv_bfloat16{});
 }
 
+// Calls body(X{}, M{}) with X the storage type of `dtype` and M that of the first moment (float,
+// or __nv_bfloat16 when m_bf16): the optimizer ops take both.
+template <typename Body>
+void with_dtype_and_moment(DType dtype, bool m_bf16, Body&& body) {
+  with_dtype(dtype, [&](auto x) {
+    if (m_bf16)
+      body(x, __nv_bfloat16{});
+    else
+      body(x, float{});
+  });
+}
+
 // cudaFree runs from TaggedAllocator's destructor too, possibly while an exception unwinds the
 // stack (a device fault makes every later call fail), so a failure is reported, never thrown.
 void free_device_memory(void* pointer) {
@@ -380,58 +392,67 @@ double CudaBackend::sum_squares(const void* x, size_t n) {
   return result;
 }
 
-void CudaBackend::adamw_update(void* params, float* master, const void* grads, float* m, float* v,
+void CudaBackend::adamw_update(void* params, float* master, const void* grads, void* m, float* v,
                                size_t n, const AdamWArgs& args) {
-  with_dtype(dtype_, [&](auto x) {
+  with_dtype_and_moment(dtype_, args.m_bf16, [&](auto x, auto moment) {
     using X = decltype(x);
-    ::slim::adamw_update(as<X>(params), master, as<X>(grads), m, v, n, args, args.seed,
+    using M = decltype(moment);
+    ::slim::adamw_update(as<X>(params), master, as<X>(grads), as<M>(m), v, n, args, args.seed,
                          state_->stream);
   });
 }
 
-void CudaBackend::block_adam_step(void* params, float* master, const void* grads, float* m,
+void CudaBackend::block_adam_step(void* params, float* master, const void* grads, void* m,
                                   float* v, const TensorPartition& part,
                                   const BlockAdamHyper& hyper) {
   float* scratch = optimizer_scratch("block_adam_step", part);
-  with_dtype(dtype_, [&](auto x) {
+  with_dtype_and_moment(dtype_, hyper.m_bf16, [&](auto x, auto moment) {
     using X = decltype(x);
-    ::slim::block_adam_step(as<X>(params), master, as<X>(grads), m, v, part, hyper, scratch,
-                            state_->stream);
+    using M = decltype(moment);
+    ::slim::block_adam_step(as<X>(params), master, as<X>(grads), as<M>(m), v, part, hyper,
+                            scratch, state_->stream);
   });
 }
 
-void CudaBackend::block_adam_fold(const void* grads, float* m, float* v,
+void CudaBackend::block_adam_fold(const void* grads, void* m, float* v,
                                   const TensorPartition& part, const BlockAdamHyper& hyper,
                                   bool first_fold, FoldStatus* status) {
   float* scratch = optimizer_scratch("block_adam_fold", part);
-  with_dtype(dtype_, [&](auto x) {
+  with_dtype_and_moment(dtype_, hyper.m_bf16, [&](auto x, auto moment) {
     using X = decltype(x);
-    ::slim::block_adam_fold(as<X>(grads), m, v, part, hyper, first_fold, status, scratch,
+    using M = decltype(moment);
+    ::slim::block_adam_fold(as<X>(grads), as<M>(m), v, part, hyper, first_fold, status, scratch,
                             state_->stream);
   });
 }
 
-void CudaBackend::block_adam_apply(void* params, float* master, const float* m, const float* v,
+void CudaBackend::block_adam_apply(void* params, float* master, const void* m, const float* v,
                                    const TensorPartition& part, const BlockAdamHyper& hyper) {
   float* scratch = optimizer_scratch("block_adam_apply", part);
-  with_dtype(dtype_, [&](auto x) {
+  with_dtype_and_moment(dtype_, hyper.m_bf16, [&](auto x, auto moment) {
     using X = decltype(x);
-    ::slim::block_adam_apply(as<X>(params), master, m, v, part, hyper, scratch, state_->stream);
+    using M = decltype(moment);
+    ::slim::block_adam_apply(as<X>(params), master, as<M>(m), v, part, hyper, scratch,
+                             state_->stream);
   });
 }
 
-void CudaBackend::block_adam_unfold(const void* grads, float* m, float* v,
+void CudaBackend::block_adam_unfold(const void* grads, void* m, float* v,
                                     const TensorPartition& part, const BlockAdamHyper& hyper) {
   float* scratch = optimizer_scratch("block_adam_unfold", part);
-  with_dtype(dtype_, [&](auto x) {
+  with_dtype_and_moment(dtype_, hyper.m_bf16, [&](auto x, auto moment) {
     using X = decltype(x);
-    ::slim::block_adam_unfold(as<X>(grads), m, v, part, hyper, scratch, state_->stream);
+    using M = decltype(moment);
+    ::slim::block_adam_unfold(as<X>(grads), as<M>(m), v, part, hyper, scratch, state_->stream);
   });
 }
 
-void CudaBackend::block_adam_undo_decay(float* m, float* v, const TensorPartition& part,
+void CudaBackend::block_adam_undo_decay(void* m, float* v, const TensorPartition& part,
                                         const BlockAdamHyper& hyper) {
-  ::slim::block_adam_undo_decay(m, v, part, hyper, state_->stream);
+  if (hyper.m_bf16)
+    ::slim::block_adam_undo_decay(as<__nv_bfloat16>(m), v, part, hyper, state_->stream);
+  else
+    ::slim::block_adam_undo_decay(as<float>(m), v, part, hyper, state_->stream);
 }
 
 }  // namespace slim
