@@ -26,6 +26,8 @@
 #include "model/param_table.h"
 #include "optim/block_adam.h"
 #include "optim/block_adam_cpu.h"
+
+#include "partition_fixtures.h"
 #include "optim/partition.h"
 
 #ifndef SLIMTRAIN_TEST_TMP
@@ -36,25 +38,7 @@ using namespace slim;
 
 namespace {
 
-// A tensor of one segment, as build_partition would make it.
-TensorPartition one_segment(int64_t rows, int64_t cols, BlockKind kind, int head_dim = 0,
-                            int64_t real_rows = -1) {
-  TensorPartition t;
-  t.tensor = "test";
-  t.ndim = 2;
-  t.rows = rows;
-  t.cols = cols;
-  PartitionSegment s;
-  s.row_begin = 0;
-  s.row_end = rows;
-  s.real_rows = real_rows < 0 ? rows : real_rows;
-  s.kind = kind;
-  s.head_dim = head_dim;
-  s.v_entries = block_count(s.geometry(cols));
-  t.segments.push_back(s);
-  t.v_entries = s.v_entries;
-  return t;
-}
+using test::one_segment;
 
 std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
@@ -222,12 +206,12 @@ std::vector<float> gradient_for(const TensorPartition& t, uint32_t seed) {
 }
 
 std::vector<TensorPartition> small_examples() {
-  return {one_segment(4, 6, BlockKind::Element), one_segment(4, 6, BlockKind::Row),
-          one_segment(4, 6, BlockKind::Head, 2), one_segment(4, 6, BlockKind::Column),
-          one_segment(4, 6, BlockKind::Whole),
+  return {one_segment("test", 4, 6, BlockKind::Element), one_segment("test", 4, 6, BlockKind::Row),
+          one_segment("test", 4, 6, BlockKind::Head, 2), one_segment("test", 4, 6, BlockKind::Column),
+          one_segment("test", 4, 6, BlockKind::Whole),
           // a padded vocabulary: 6 rows of which 4 are real
-          one_segment(6, 4, BlockKind::Row, 0, 4), one_segment(6, 4, BlockKind::Column, 0, 4),
-          one_segment(6, 4, BlockKind::Whole, 0, 4)};
+          one_segment("test", 6, 4, BlockKind::Row, 0, 4), one_segment("test", 6, 4, BlockKind::Column, 0, 4),
+          one_segment("test", 6, 4, BlockKind::Whole, 0, 4)};
 }
 
 // The tiny GPT-2 with a padded vocabulary, every tensor of it.
@@ -302,7 +286,7 @@ TEST(BlockAdam, GradsModeStepsOfEveryKindMatchDoubleLoops) {
 
 TEST(BlockAdam, ElementPartitionIsTheBackendsAdamW) {
   // Big enough for the parallel loops of both implementations.
-  const TensorPartition t = one_segment(300, 257, BlockKind::Element);
+  const TensorPartition t = one_segment("test", 300, 257, BlockKind::Element);
   FloatState mine = start_state(t, 21);
   FloatState adamw = mine;
   for (int step = 1; step <= 4; ++step) {
@@ -322,8 +306,8 @@ TEST(BlockAdam, BlocksOfOneElementAreAdamW) {
   // Row of one column, Head of one row and one column, Column of one row, Whole of one element:
   // every block holds one element, so Adam-mini's/SlimAdam's machinery must be AdamW.
   const std::vector<TensorPartition> cases = {
-      one_segment(5000, 1, BlockKind::Row), one_segment(5000, 1, BlockKind::Head, 1),
-      one_segment(1, 5000, BlockKind::Column), one_segment(1, 1, BlockKind::Whole)};
+      one_segment("test", 5000, 1, BlockKind::Row), one_segment("test", 5000, 1, BlockKind::Head, 1),
+      one_segment("test", 1, 5000, BlockKind::Column), one_segment("test", 1, 1, BlockKind::Whole)};
   for (const TensorPartition& t : cases) {
     FloatState mine = start_state(t, 31);
     mine.v = positive_vector(mine.w.size(), 33, 1e-4f);
@@ -467,8 +451,8 @@ TEST(BlockAdam, NonFiniteFoldIsFlaggedAndLeavesTheStateAlone) {
                               std::numeric_limits<float>::infinity(),
                               -std::numeric_limits<float>::infinity(), 1e30f /* its square overflows */};
   std::vector<TensorPartition> cases = small_examples();
-  cases.push_back(one_segment(300, 300, BlockKind::Element));  // the parallel check
-  cases.push_back(one_segment(300, 300, BlockKind::Whole));
+  cases.push_back(one_segment("test", 300, 300, BlockKind::Element));  // the parallel check
+  cases.push_back(one_segment("test", 300, 300, BlockKind::Whole));
   for (const TensorPartition& t : cases)
     for (float bad : bad_values)
       for (bool first_fold : {true, false}) {
@@ -513,8 +497,8 @@ TEST(BlockAdam, UnfoldAndUndoDecayRestoreThePreStepState) {
 
 TEST(BlockAdam, ReductionsDoNotDependOnTheThreadCount) {
   const std::vector<TensorPartition> cases = {
-      one_segment(700, 333, BlockKind::Row), one_segment(700, 333, BlockKind::Head, 7),
-      one_segment(700, 333, BlockKind::Column, 0, 650), one_segment(700, 333, BlockKind::Whole, 0, 690)};
+      one_segment("test", 700, 333, BlockKind::Row), one_segment("test", 700, 333, BlockKind::Head, 7),
+      one_segment("test", 700, 333, BlockKind::Column, 0, 650), one_segment("test", 700, 333, BlockKind::Whole, 0, 690)};
   const int threads = omp_get_max_threads();
   for (const TensorPartition& t : cases) {
     const std::vector<float> g = random_vector(size_t(t.rows * t.cols), 91, 2.0f);
@@ -616,7 +600,7 @@ TEST(BlockAdamUpdateClip, OffAndUnderTheClipAreTheOldApplyBitForBit) {
 TEST(BlockAdamUpdateClip, ClippedDirectionHasTheClipAsItsRms) {
   std::vector<TensorPartition> cases = small_examples();
   cases.push_back(three_segments());
-  cases.push_back(one_segment(300, 257, BlockKind::Element));  // parallel loops
+  cases.push_back(one_segment("test", 300, 257, BlockKind::Element));  // parallel loops
   for (const TensorPartition& t : cases) {
     FloatState s = start_state(t, 1101);
     // Large m on the padded rows: they must not count in the RMS (the model leaves them at 0,
@@ -676,8 +660,8 @@ TEST(BlockAdamUpdateClip, WeightDecayIsNotScaled) {
 
 TEST(BlockAdamUpdateClip, DoesNotDependOnTheThreadCount) {
   const std::vector<TensorPartition> cases = {
-      one_segment(700, 333, BlockKind::Element, 0, 650), one_segment(700, 333, BlockKind::Head, 7),
-      one_segment(700, 333, BlockKind::Column, 0, 650), one_segment(700, 333, BlockKind::Whole)};
+      one_segment("test", 700, 333, BlockKind::Element, 0, 650), one_segment("test", 700, 333, BlockKind::Head, 7),
+      one_segment("test", 700, 333, BlockKind::Column, 0, 650), one_segment("test", 700, 333, BlockKind::Whole)};
   const int threads = omp_get_max_threads();
   for (const TensorPartition& t : cases) {
     const FloatState s = start_state(t, 1301);
@@ -699,7 +683,7 @@ TEST(BlockAdamUpdateClip, DoesNotDependOnTheThreadCount) {
 // Column and Whole means leave the padded rows out, but the fold's finiteness check covers them.
 TEST(BlockAdam, NonFiniteValueInPaddedRowsStopsTheFold) {
   for (BlockKind kind : {BlockKind::Column, BlockKind::Whole}) {
-    const TensorPartition t = one_segment(6, 4, kind, 0, 4);
+    const TensorPartition t = one_segment("test", 6, 4, kind, 0, 4);
     const FloatState before = start_state(t, 1401);
     FloatState s = before;
     std::vector<float> g = gradient_for(t, 1402);
@@ -841,8 +825,8 @@ TEST(Bf16Moment, AdamWStepRoundsMUnbiased) {
 // adding to sqrt(1 + b1^2 + ...) <= 2.3 times that: < 2^-6 relative with margin.
 TEST(Bf16Moment, GradsModeStepsTrackTheFp32Moment) {
   std::vector<TensorPartition> cases = small_examples();
-  cases.push_back(one_segment(300, 257, BlockKind::Element));  // parallel loops
-  cases.push_back(one_segment(300, 257, BlockKind::Row));
+  cases.push_back(one_segment("test", 300, 257, BlockKind::Element));  // parallel loops
+  cases.push_back(one_segment("test", 300, 257, BlockKind::Row));
   cases.push_back(three_segments());
   for (const TensorPartition& t : cases) {
     FloatState fp32 = start_state(t, 1601);
@@ -934,7 +918,7 @@ TEST(Bf16Moment, ElementPartitionIsAdamWAndOneFoldIsGradsMode) {
 // an fp32 m (v never reads m).
 TEST(Bf16Moment, UnfoldAndUndoDecayRestoreWithinTheRoundingBound) {
   std::vector<TensorPartition> cases = small_examples();
-  cases.push_back(one_segment(300, 257, BlockKind::Head, 3));
+  cases.push_back(one_segment("test", 300, 257, BlockKind::Head, 3));
   for (const TensorPartition& t : cases) {
     FloatState before = start_state(t, 1801);
     before.m = bf16_values(before.m);
@@ -978,8 +962,8 @@ TEST(Bf16Moment, UnfoldAndUndoDecayRestoreWithinTheRoundingBound) {
 }
 
 TEST(Bf16Moment, DoesNotDependOnTheThreadCount) {
-  const std::vector<TensorPartition> cases = {one_segment(700, 333, BlockKind::Element),
-                                              one_segment(700, 333, BlockKind::Column, 0, 650)};
+  const std::vector<TensorPartition> cases = {one_segment("test", 700, 333, BlockKind::Element),
+                                              one_segment("test", 700, 333, BlockKind::Column, 0, 650)};
   const int threads = omp_get_max_threads();
   for (const TensorPartition& t : cases) {
     const FloatState s = start_state(t, 1901);

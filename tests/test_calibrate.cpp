@@ -22,6 +22,7 @@
 #include "util/error.h"
 #include "util/rng.h"
 
+#include "partition_fixtures.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -154,19 +155,6 @@ TEST(Snr, RandomMatricesMatchAReferenceAndAreScaleInvariant) {
 
 // ---- targets and the tracker on a real parameter table ---------------------------------
 
-ModelConfig tiny_model() {
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_kv_head = 2;
-  c.n_embd = 8;
-  c.vocab_size = 10;
-  c.padded_vocab_size = 16;
-  c.max_seq_len = 4;
-  c.ffn_hidden = 32;
-  return c;
-}
-
 const SnrTarget& target_named(const std::vector<SnrTarget>& targets, const std::string& key) {
   for (const SnrTarget& t : targets)
     if (t.key == key) return t;
@@ -174,7 +162,7 @@ const SnrTarget& target_named(const std::vector<SnrTarget>& targets, const std::
 }
 
 TEST(SnrTracker, TargetsAreTensorsAndQkvSegmentsWithPaddedRowsLeftOut) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_partition_model();
   const ParamTable params = build_param_table(model);
   const PartitionTable adamw = build_partition("adamw", params, model, {});
   const std::vector<SnrTarget> targets = snr_targets(params, adamw);
@@ -193,7 +181,7 @@ TEST(SnrTracker, TargetsAreTensorsAndQkvSegmentsWithPaddedRowsLeftOut) {
 }
 
 TEST(SnrTracker, MeasuresTheRightRowsOfV) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_partition_model();
   const ParamTable params = build_param_table(model);
   const std::vector<SnrTarget> targets = snr_targets(params, build_partition("adamw", params, model, {}));
   Rng rng(11);
@@ -312,7 +300,7 @@ int64_t expected_v(const ParamInfo& p, const SnrTarget& t, const std::optional<C
 }
 
 TEST(SlimRules, WrittenFileLoadsThroughBuildPartition) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_partition_model();
   const ParamTable params = build_param_table(model);
   const std::vector<SnrTarget> targets = snr_targets(params, build_partition("adamw", params, model, {}));
   // Give the targets SNRs that make every outcome appear: target i favours option i % 4 (3 =

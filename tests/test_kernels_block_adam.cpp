@@ -30,6 +30,8 @@
 #include "optim/block_adam_cpu.h"
 #include "optim/partition.h"
 
+#include "partition_fixtures.h"
+
 namespace slim::kernel_test {
 namespace {
 
@@ -37,30 +39,13 @@ using bf16 = __nv_bfloat16;
 
 // ---- cases --------------------------------------------------------------------------------------
 
+using test::one_segment;
+
 struct Case {
   std::string label;
   TensorPartition part;
   int64_t numel() const { return part.rows * part.cols; }
 };
-
-// A tensor of one segment, as build_partition would make it.
-TensorPartition one_segment(const std::string& name, int64_t rows, int64_t cols, BlockKind kind,
-                            int head_dim = 0, int64_t real_rows = -1) {
-  TensorPartition t;
-  t.tensor = name;
-  t.rows = rows;
-  t.cols = cols;
-  PartitionSegment s;
-  s.row_begin = 0;
-  s.row_end = rows;
-  s.real_rows = real_rows < 0 ? rows : real_rows;
-  s.kind = kind;
-  s.head_dim = head_dim;
-  s.v_entries = block_count(s.geometry(cols));
-  t.segments.push_back(s);
-  t.v_entries = s.v_entries;
-  return t;
-}
 
 ModelConfig tiny_model() {
   ModelConfig c;

@@ -12,6 +12,8 @@
 #include "optim/partition.h"
 #include "util/error.h"
 
+#include "partition_fixtures.h"
+
 #ifndef SLIMTRAIN_TEST_TMP
 #define SLIMTRAIN_TEST_TMP "/tmp/slim_test"
 #endif
@@ -31,19 +33,6 @@ ModelConfig gpt2_124m(int padded_vocab) {
   c.padded_vocab_size = padded_vocab;
   c.max_seq_len = 1024;
   c.ffn_hidden = 3072;
-  return c;
-}
-
-ModelConfig tiny_model() {
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_kv_head = 2;
-  c.n_embd = 8;
-  c.vocab_size = 10;
-  c.padded_vocab_size = 16;
-  c.max_seq_len = 4;
-  c.ffn_hidden = 32;
   return c;
 }
 
@@ -169,7 +158,7 @@ TEST(Partition, PerLayerDetail) {
 }
 
 TEST(Partition, SegmentsCoverEveryRowOnceAndOffsetsChain) {
-  for (const ModelConfig& model : {gpt2_124m(50304), tiny_model()}) {
+  for (const ModelConfig& model : {gpt2_124m(50304), test::tiny_partition_model()}) {
     const ParamTable params = build_param_table(model);
     for (const char* optimizer : {"adamw", "adam_mini", "slim_adam"}) {
       const PartitionTable table = build_partition(optimizer, params, model, {});
@@ -295,7 +284,7 @@ TEST(Partition, SlimRulesRoundTrip) {
 }
 
 TEST(Partition, SlimRulesAllNullIsAdamW) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_partition_model();
   const ParamTable params = build_param_table(model);
   const std::string all_null = slim_rules_to_json(build_partition("adamw", params, model, {}));
   EXPECT_EQ(all_null.find('['), std::string::npos);  // nothing compressed
@@ -307,7 +296,7 @@ TEST(Partition, SlimRulesAllNullIsAdamW) {
 }
 
 TEST(Partition, AdamMiniHeadsCannotBeWrittenAsSlimRules) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_partition_model();
   const ParamTable params = build_param_table(model);
   try {
     slim_rules_to_json(build_partition("adam_mini", params, model, {}));
@@ -318,7 +307,7 @@ TEST(Partition, AdamMiniHeadsCannotBeWrittenAsSlimRules) {
 }
 
 TEST(Partition, BadRulesFilesNameTheFileAndKey) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_partition_model();
   const ParamTable params = build_param_table(model);
   const std::string good = slim_rules_to_json(build_partition("slim_adam", params, model, {}));
   auto load = [&](const std::string& name, const std::string& text) {
@@ -372,7 +361,7 @@ TEST(Partition, BadRulesFilesNameTheFileAndKey) {
 }
 
 TEST(Partition, OptionsMustBelongToTheOptimizer) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_partition_model();
   const ParamTable params = build_param_table(model);
   expect_usage_error([&] { build_partition("adam", params, model, {}); }, {"'adam'", "adam_mini"});
   PartitionOptions rules;
