@@ -25,6 +25,7 @@
 #include <random>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda_check.h"
@@ -225,6 +226,18 @@ inline Outputs run_in_both_orders(const std::function<Outputs()>& body) {
   EXPECT_TRUE(bitwise_equal(results[0], results[1]))
       << "results differ between two schedule orders: a race or a timing-dependent reduction";
   return results[0];
+}
+
+// The bf16 values just below and just above |x| in magnitude (equal when x is a bf16 value).
+inline std::pair<float, float> bf16_neighbours(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  const uint32_t down_bits = bits & 0xffff0000u;
+  const uint32_t up_bits = (bits & 0xffffu) ? down_bits + 0x10000u : down_bits;
+  float down, up;
+  std::memcpy(&down, &down_bits, 4);
+  std::memcpy(&up, &up_bits, 4);
+  return {down, up};
 }
 
 }  // namespace slim::kernel_test

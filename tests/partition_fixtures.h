@@ -43,4 +43,19 @@ inline ModelConfig tiny_partition_model() {
   return c;
 }
 
+// A GPT-2 of width 16 with a padded vocabulary (50 -> 64): every tensor kind, small enough for
+// the emulator.
+inline ModelConfig tiny_padded_model(int n_layer) {
+  ModelConfig c;
+  c.n_layer = n_layer;
+  c.n_head = 2;
+  c.n_kv_head = 2;
+  c.n_embd = 16;
+  c.vocab_size = 50;
+  c.padded_vocab_size = 64;
+  c.max_seq_len = 8;
+  c.ffn_hidden = 64;
+  return c;
+}
+
 }  // namespace slim::test

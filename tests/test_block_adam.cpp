@@ -214,20 +214,6 @@ std::vector<TensorPartition> small_examples() {
           one_segment("test", 6, 4, BlockKind::Whole, 0, 4)};
 }
 
-// The tiny GPT-2 with a padded vocabulary, every tensor of it.
-ModelConfig tiny_model() {
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.n_kv_head = 2;
-  c.n_embd = 16;
-  c.vocab_size = 50;
-  c.padded_vocab_size = 64;
-  c.max_seq_len = 8;
-  c.ffn_hidden = 64;
-  return c;
-}
-
 // Zeroes the padded wte rows of a flat gradient.
 void zero_padding(const ParamTable& params, std::vector<float>& g) {
   for (const ParamInfo& p : params.params) {
@@ -327,7 +313,7 @@ TEST(BlockAdam, BlocksOfOneElementAreAdamW) {
 }
 
 TEST(BlockAdam, SlimAdamWithNoCompressedDimsIsAdamW) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_padded_model(2);
   const ParamTable params = build_param_table(model);
   const std::filesystem::path dir = std::filesystem::path(SLIMTRAIN_TEST_TMP) / "block_adam";
   std::filesystem::create_directories(dir);
@@ -361,7 +347,7 @@ TEST(BlockAdam, SlimAdamWithNoCompressedDimsIsAdamW) {
 // AdamA with one micro-batch per step (fold, then apply) is grads mode, bit for bit, for every
 // tensor of the tiny model under every optimizer's partition.
 TEST(BlockAdam, AdamAWithOneMicroBatchIsGradsMode) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_padded_model(2);
   const ParamTable params = build_param_table(model);
   for (const char* optimizer : {"adamw", "adam_mini", "slim_adam"}) {
     const PartitionTable table = build_partition(optimizer, params, model, {});
@@ -866,7 +852,7 @@ TEST(Bf16Moment, GradsModeStepsTrackTheFp32Moment) {
 // fold and a grads-mode step share the m seed); its weights differ by m's rounding only (grads
 // mode applies the fp32 m, AdamA's apply the stored one): per step at most lr * |u| * 2^-7.
 TEST(Bf16Moment, ElementPartitionIsAdamWAndOneFoldIsGradsMode) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_padded_model(2);
   const ParamTable params = build_param_table(model);
   for (const char* optimizer : {"adamw", "adam_mini"}) {
     const PartitionTable table = build_partition(optimizer, params, model, {});

@@ -28,18 +28,6 @@ AdamWArgs args_for_step(int t) {
   return args;
 }
 
-// The bf16 values just below and just above |x| in magnitude (equal when x is a bf16 value).
-std::pair<float, float> bf16_neighbours(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, 4);
-  const uint32_t down_bits = bits & 0xffff0000u;
-  const uint32_t up_bits = (bits & 0xffffu) ? down_bits + 0x10000u : down_bits;
-  float down, up;
-  std::memcpy(&down, &down_bits, 4);
-  std::memcpy(&up, &up_bits, 4);
-  return {down, up};
-}
-
 constexpr int kSteps = 3;
 
 // fp32 params, with or without master weights: everything must match the CPU to fp32 rounding.

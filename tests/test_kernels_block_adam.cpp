@@ -47,21 +47,8 @@ struct Case {
   int64_t numel() const { return part.rows * part.cols; }
 };
 
-ModelConfig tiny_model() {
-  ModelConfig c;
-  c.n_layer = 1;
-  c.n_head = 2;
-  c.n_kv_head = 2;
-  c.n_embd = 16;
-  c.vocab_size = 50;
-  c.padded_vocab_size = 64;
-  c.max_seq_len = 8;
-  c.ffn_hidden = 64;
-  return c;
-}
-
 std::vector<Case> model_cases(const std::string& optimizer) {
-  const ModelConfig model = tiny_model();
+  const ModelConfig model = test::tiny_padded_model(1);
   const ParamTable params = build_param_table(model);
   const PartitionTable table = build_partition(optimizer, params, model, {});
   std::vector<Case> cases;
@@ -175,18 +162,6 @@ class Tally {
 constexpr Tolerance kMomentTol{1e-8, 1e-6};
 constexpr Tolerance kVTol{1e-12, 2e-6};
 constexpr Tolerance kWeightTol{1e-7, 2e-6};
-
-// The bf16 values just below and just above |x| in magnitude (equal when x is a bf16 value).
-std::pair<float, float> bf16_neighbours(float x) {
-  uint32_t bits;
-  std::memcpy(&bits, &x, 4);
-  const uint32_t down_bits = bits & 0xffff0000u;
-  const uint32_t up_bits = (bits & 0xffffu) ? down_bits + 0x10000u : down_bits;
-  float down, up;
-  std::memcpy(&down, &down_bits, 4);
-  std::memcpy(&up, &up_bits, 4);
-  return {down, up};
-}
 
 // Params stored in bf16 must be one of the two bf16 neighbours of the fp32 weight (or of a value
 // within 2 fp32 ulps of it, where the weight is the CPU's and may round differently).

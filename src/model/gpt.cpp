@@ -208,10 +208,8 @@ std::vector<BufferPlan> GptModel::gradient_plan(const ModelConfig& config, bool 
 
 void GptModel::allocate_activations(int B, int T, int recompute) {
   SLIM_CHECK(!encoded_, "activations are allocated once");
-  if (recompute < 0 || recompute > 2)
-    throw UsageError(cat("training.recompute = ", recompute,
-                         " is not valid; use 0 (keep all), 1 (recompute GELU) or 2 (GELU and "
-                         "LayerNorm)"));
+  // The config validates training.recompute for users; this guards library callers.
+  SLIM_CHECK(recompute >= 0 && recompute <= 2, "recompute level ", recompute, " is not 0, 1 or 2");
   if (T > config_.max_seq_len)
     throw UsageError(cat("training.seq_len ", T, " exceeds model.max_seq_len ",
                          config_.max_seq_len, "; lower seq_len or raise max_seq_len"));

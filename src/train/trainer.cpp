@@ -156,10 +156,10 @@ StepResult train_step(GptModel& model, Optimizer& optimizer, const BatchSource& 
       return result;
     }
   }
-  const FoldStatus status = optimizer.fold_status();
   optimizer.apply(lr, clip.mode == "update" ? clip.threshold : 0.0f);
   result.loss = loss_sum / accum;
-  result.grad_norm = std::sqrt(status.raw_sum_squares);
+  // apply() kept the step's sum of ||g_i||^2 as the next step's lagged-clip proxy.
+  result.grad_norm = std::sqrt(optimizer.proxy_sum_squares());
   result.updated = true;
   return result;
 }
